@@ -1,0 +1,99 @@
+"""The LightningModule: soft-target cross-entropy, accuracy metrics, optimizer and schedule from config.
+
+Batches arrive as uint8 NHWC (from the CPU loaders) or already on the device (the GPU path);
+``on_after_batch_transfer`` turns them into float NCHW in [0, 1] on the device and, in
+training only, applies the batch regularizer selected by the ``aug`` config group.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from cifar_lightning.batch_aug import NoBatchAug
+
+BatchAug = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+def to_float_nchw(images: Tensor, channels_last: bool = True) -> Tensor:
+    """uint8 [N, H, W, C] -> float [N, C, H, W] in [0, 1]; the permuted view is already channels_last."""
+    if images.dtype == torch.uint8:
+        images = images.permute(0, 3, 1, 2).float().div_(255)
+    return images.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv/linear weights only: decaying BN scales and biases hurts small nets."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class ClassifierModule(pl.LightningModule):
+    """Image classifier around ``net``; ``batch_aug`` maps (images, labels) -> (images, soft targets)."""
+
+    def __init__(self, net: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None,
+                 batch_aug: BatchAug | None = None, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
+                 num_classes: int = 10, channels_last: bool = True, tta_flip: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "batch_aug"])
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.batch_aug = batch_aug or NoBatchAug(num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def predict_logits(self, x: Tensor) -> Tensor:
+        """Logits for evaluation, averaged with the mirrored image when ``tta_flip`` is on."""
+        logits = self.net(x)
+        return (logits + self.net(x.flip(3))) / 2 if self.hparams.tta_flip else logits
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        images, labels = batch
+        images = to_float_nchw(images, self.hparams.channels_last)
+        if self.trainer is not None and self.trainer.training:
+            return self.batch_aug(images, labels)
+        return images, labels
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), targets, label_smoothing=self.hparams.label_smoothing)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, targets = batch
+        logits = self.net(images)
+        loss = self.loss(logits, targets)
+        self.train_acc(logits, targets.argmax(1))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> None:
+        images, labels = batch
+        logits = self.predict_logits(images)
+        metric(logits, labels)
+        self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, prog_bar=stage == "val")
+        self.log(f"{stage}/acc", metric, on_epoch=True, prog_bar=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.test_acc)
+
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer_factory(decay_groups(self.net, self.hparams.weight_decay))
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        # Schedulers here are step-based and told the run's length (OneCycleLR's total_steps).
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

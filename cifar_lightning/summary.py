@@ -1,0 +1,85 @@
+"""The sweep's comparison table: one row per run, read from each run's ``metrics.json``.
+
+Written by :class:`SweepSummary` when a multirun ends (works with any launcher, because it
+only globs files), and rebuilt any time with ``python -m cifar_lightning.summary <sweep_dir>``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from cifar_lightning.io import write_text
+
+COLUMNS = ["run", "model", "aug", "params", "best_val_acc", "test_acc", "epochs", "wall_time_s",
+           "train_images_per_sec", "status", "error"]
+
+
+def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Every run's metrics under ``sweep_dir``, in job order."""
+    rows = []
+    for path in sorted(Path(sweep_dir).glob("**/metrics.json")):
+        metrics = json.loads(path.read_text())
+        rows.append({"run": str(path.parent.relative_to(sweep_dir)), **metrics})
+    return sorted(rows, key=lambda r: (r.get("job_num") is None, r.get("job_num") or 0, r["run"]))
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None:
+        return ""
+    if column.endswith("_acc") and isinstance(value, float):
+        return f"{100 * value:.2f}"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    header = ["run", "model", "aug", "params", "best val acc (%)", "test acc (%)", "epochs", "wall time (s)",
+              "train img/s", "status", "error"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(r.get(c), c) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; return the rows."""
+    rows = collect(sweep_dir)
+    write_text(Path(sweep_dir) / "summary.csv", to_csv(rows))
+    write_text(Path(sweep_dir) / "summary.md", to_markdown(rows))
+    return rows
+
+
+class SweepSummary(Callback):
+    """Hydra callback: write the comparison table when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        rows = write_summary(config.hydra.sweep.dir)
+        print(f"Sweep summary ({len(rows)} runs): {Path(config.hydra.sweep.dir) / 'summary.md'}")
+        print(to_markdown(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Rebuild summary.csv/summary.md of a sweep directory.")
+    parser.add_argument("sweep_dir")
+    args = parser.parse_args()
+    rows = write_summary(args.sweep_dir)
+    print(to_markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

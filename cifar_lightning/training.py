@@ -1,0 +1,120 @@
+"""One training run from a composed Hydra config: build, fit, test, export, write ``metrics.json``.
+
+``train.py`` only calls :func:`run`; everything it needs is instantiated from ``conf/``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_lightning.callbacks import TrainSpeed
+from cifar_lightning.export import export_model
+from cifar_lightning.io import write_json, write_text
+from cifar_lightning.models.net import count_parameters
+from cifar_lightning.models.receptive_field import format_table, layer_table
+from cifar_lightning.module import ClassifierModule
+
+log = logging.getLogger(__name__)
+
+
+def load_weights(module: ClassifierModule, ckpt_path: str | Path) -> None:
+    """Load a checkpoint's weights only (``weights_only=True``: a checkpoint can't run code here).
+
+    With EMA, the checkpoint's ``state_dict`` holds the averaged weights, which are the ones to test.
+    """
+    state = torch.load(ckpt_path, map_location=module.device, weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+
+
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ClassifierModule, pl.Trainer]:
+    """Instantiate datamodule, module, callbacks, loggers and trainer from the config."""
+    datamodule = instantiate(cfg.data.datamodule)
+    module = instantiate(cfg.module, net=instantiate(cfg.model), batch_aug=instantiate(cfg.aug))
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if cfg.data.val_size == 0:  # no validation split: keep the last epoch, monitor nothing
+        for cb in callbacks:
+            if isinstance(cb, pl.callbacks.ModelCheckpoint):
+                cb.monitor = None
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, module, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test the best checkpoint, export ``model.pt2``; return the run's metrics."""
+    started = time.time()
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, module, trainer = build(cfg)
+
+    table = format_table(layer_table(module.net), count_parameters(module.net))
+    log.info("Layers, receptive field, params and MACs:\n%s", table)
+    write_text(out / "model_summary.md", f"# Model summary\n\n{table}\n")
+    for lg in trainer.loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else ""
+    if best:
+        load_weights(module, best)
+    test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    export_model(module.net, out / "model.pt2")
+
+    speed = next((cb for cb in trainer.callbacks if isinstance(cb, TrainSpeed)), None)
+    best_score = checkpoint.best_model_score if checkpoint is not None and checkpoint.monitor else None
+    return {
+        "status": "ok",
+        "params": count_parameters(module.net),
+        "best_val_acc": float(best_score) if best_score is not None else None,
+        "test_acc": test["test/acc"],
+        "test_loss": test["test/loss"],
+        "epochs": trainer.current_epoch,
+        "wall_time_s": round(time.time() - started, 1),
+        **(speed.summary() if speed else {}),
+        "checkpoint": best or None,
+    }
+
+
+def run_identity() -> dict[str, Any]:
+    """What names this run in a sweep summary: its config choices and command-line overrides."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    return {"model": hc.runtime.choices.get("model"), "aug": hc.runtime.choices.get("aug"),
+            "overrides": list(hc.overrides.task), "job_num": hc.job.get("num")}
+
+
+def run(cfg: DictConfig) -> float:
+    """Train and always leave ``metrics.json``; the value returned is what sweepers optimize.
+
+    In a multirun a failure is recorded and swallowed so the other jobs still run and the
+    sweep summary still gets written (Hydra's basic launcher would re-raise and skip it).
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    out = Path(cfg.paths.output_dir)
+    identity = {**run_identity(), "seed": cfg.seed, "run_dir": str(out)}
+    try:
+        metrics = train(cfg)
+    except Exception as error:  # noqa: BLE001 - recorded, then re-raised outside sweeps
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        write_json(out / "metrics.json", {**identity, "status": "failed", "error": f"{type(error).__name__}: {first_line}"})
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.exception("run failed; the sweep goes on")
+            return float("nan")
+        raise
+    write_json(out / "metrics.json", {**identity, **metrics})
+    value = metrics.get(cfg.optimized_metric)
+    return float("nan") if value is None else float(value)
