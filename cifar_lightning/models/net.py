@@ -26,6 +26,7 @@ class Stage:
     depth: int = 2
     separable: bool = False
     dilation: int = 1
+    mid_activation: bool = False
     transition: Transition | None = None
 
 
@@ -60,7 +61,8 @@ class Net(nn.Module):
                 raise ValueError(f"model.stages[{i}]: channels {stage.channels} != incoming {width}; "
                                  "add a transition or match the width")
             width = stage.channels
-            layers += [ResidualBlock(width, stage.depth, stage.separable, stage.dilation) for _ in range(stage.blocks)]
+            layers += [ResidualBlock(width, stage.depth, stage.separable, stage.dilation, stage.mid_activation)
+                       for _ in range(stage.blocks)]
         self.stages = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(width, num_classes)

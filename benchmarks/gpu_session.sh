@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One GPU session, as run on the lent H100/H200 (see README "Performance"): the study's 4-cell
+# sweep with our recipe on the device-resident data path, candidate variants, and the default
+# (Albumentations) path, all concurrently on one GPU; then everything but checkpoints is tarred.
+#
+#   bash benchmarks/gpu_session.sh            # DATA=/tmp/cifar10 (pickle layout), OUT=results dir
+# Knobs: EPOCHS (120), MAX_TIME (safety stop per run, DD:HH:MM:SS), RUNS (work dir), TRAINER, ARGS.
+set -u
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+DATA=${DATA:-/tmp/cifar10}
+OUT=${OUT:-outputs/gpu_session}
+RUNS=${RUNS:-/tmp/gpu_runs}
+EPOCHS=${EPOCHS:-120}
+MAX_TIME=${MAX_TIME:-00:00:05:30}
+TRAINER=${TRAINER:-gpu}   # TRAINER=cpu ARGS="++trainer.limit_train_batches=2 ..." for a dry run
+ARGS=${ARGS:-}
+mkdir -p "$OUT" "$RUNS"
+quiet="~callbacks.progress_bar ++trainer.enable_progress_bar=false"
+common="trainer=$TRAINER data.root=$DATA data.download=false ++trainer.max_time=$MAX_TIME $quiet $ARGS"
+gpu="data=cifar10_gpu $common"
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || nproc; } | tee "$OUT/hardware.txt"
+python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)" | tee -a "$OUT/hardware.txt"
+
+if [ -f benchmarks/lightning_overhead.py ]; then
+  timeout 90 python3 benchmarks/lightning_overhead.py --device cuda > "$OUT/bench_lightning_overhead.txt" 2>&1
+fi
+
+start=$(date +%s)
+python3 train.py -m +experiment=study model=strided,dilated aug=cutout,ricap trainer.max_epochs=$EPOCHS $gpu \
+  hydra/launcher=joblib hydra.launcher.n_jobs=4 hydra.sweep.dir=$RUNS/study > "$RUNS/study.log" 2>&1 &
+for aug in cutout ricap; do
+  python3 train.py +experiment=study model=strided_mid aug=$aug trainer.max_epochs=$EPOCHS $gpu \
+    hydra.run.dir=$RUNS/strided_mid_$aug > "$RUNS/strided_mid_$aug.log" 2>&1 &
+done
+# The default recipe on the default (Albumentations, CPU workers) data path, on the GPU.
+python3 train.py data.num_workers=5 $common \
+  hydra.run.dir=$RUNS/default_albumentations > "$RUNS/default_albumentations.log" 2>&1 &
+if [ -n "${EXTRA_RUN:-}" ]; then  # e.g. the best parameters of a hyperparameter search
+  python3 train.py data.num_workers=5 $common $EXTRA_RUN \
+    hydra.run.dir=$RUNS/extra > "$RUNS/extra.log" 2>&1 &
+fi
+wait
+echo "all runs finished in $(( $(date +%s) - start )) s" | tee -a "$OUT/hardware.txt"
+cat "$RUNS"/study/summary.md 2>/dev/null
+for f in "$RUNS"/*/metrics.json; do echo "$f"; grep -E '"(test_acc|best_val_acc|epochs|epoch_time_s|train_images_per_sec|status|error)"' "$f"; done
+tar --exclude='*.ckpt' -czf "$OUT/runs.tgz" -C "$(dirname "$RUNS")" "$(basename "$RUNS")"
