@@ -1,0 +1,129 @@
+"""The study's constraints on every model preset (conf/model/*.yaml), and the receptive-field /
+layer-table arithmetic."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from cifar_lightning.models.blocks import SeparableConv
+from cifar_lightning.models.net import Net, count_parameters
+from cifar_lightning.models.receptive_field import format_table, layer_table, receptive_fields
+from conftest import compose_hydra, options
+
+
+@pytest.fixture(scope="module", params=options("model"))
+def preset(request) -> tuple[str, Net]:
+    """(name, network) built from conf/model/<name>.yaml, as train.py builds it."""
+    return request.param, instantiate(compose_hydra([f"model={request.param}"]).model)
+
+
+def test_preset_fits_the_parameter_budget(preset) -> None:
+    _, net = preset
+    assert 40_000 < count_parameters(net) <= 55_800  # the study's budget, and not a degenerate net
+
+
+def test_preset_sees_more_than_the_object(preset) -> None:
+    """The last conv's receptive field must exceed 44 px (larger than the 32 px image plus margin)."""
+    _, net = preset
+    rows = layer_table(net)
+    assert max(r.receptive_field for r in rows) > 44
+    assert rows[-1].layer == "head"
+
+
+def test_preset_has_no_max_pooling(preset) -> None:
+    _, net = preset
+    pools = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd, nn.FractionalMaxPool2d)
+    assert not [m for m in net.modules() if isinstance(m, pools)]
+    # nor a functional max_pool call inside a forward
+    graph = torch.fx.symbolic_trace(net).graph
+    assert not [n for n in graph.nodes if "max_pool" in str(n.target)]
+
+
+def test_preset_uses_depthwise_convs(preset) -> None:
+    _, net = preset
+    depthwise = [m for m in net.modules()
+                 if isinstance(m, nn.Conv2d) and m.in_channels > 1 and m.groups == m.in_channels]
+    assert depthwise
+
+
+def test_preset_outputs_ten_logits(preset) -> None:
+    _, net = preset
+    with torch.no_grad():
+        assert net.eval()(torch.rand(3, 3, 32, 32)).shape == (3, 10)
+
+
+def test_preset_transitions_downsample_to_16_8_4(preset) -> None:
+    """C2-C4 are entered at 16, 8 and 4 px; the dilated preset gets there without any stride."""
+    name, net = preset
+    transitions = [m for m in net.stages if isinstance(m, SeparableConv)]
+    sizes = []
+    hooks = [t.register_forward_hook(lambda _m, _i, out: sizes.append(tuple(out.shape[-2:]))) for t in transitions]
+    with torch.no_grad():
+        net.eval()(torch.rand(1, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    assert sizes == [(16, 16), (8, 8), (4, 4)]
+    depthwise = [t[0] for t in transitions]
+    if name == "dilated":
+        assert [(c.stride[0], c.dilation[0], c.padding[0]) for c in depthwise] == [(1, 8, 0), (1, 4, 0), (1, 2, 0)]
+        assert not [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.stride[0] > 1]
+    else:
+        assert [c.stride[0] for c in depthwise] == [2, 2, 2]
+
+
+def test_receptive_fields_by_hand() -> None:
+    # Start j = 1, r = 1; r += (k - 1) * d * j, then j *= s.
+    #   3x3 s1 d1: r = 1 + 2*1*1 = 3,   j = 1
+    #   3x3 s2 d1: r = 3 + 2*1*1 = 5,   j = 2
+    #   3x3 s1 d2: r = 5 + 2*2*2 = 13,  j = 2
+    #   1x1 s1 d1: r = 13 + 0 = 13,     j = 2
+    #   3x3 s1 d1: r = 13 + 2*1*2 = 17, j = 2
+    geometry = [(3, 1, 1), (3, 2, 1), (3, 1, 2), (1, 1, 1), (3, 1, 1)]
+    assert receptive_fields(geometry) == [(1, 3), (2, 5), (2, 13), (2, 13), (2, 17)]
+    assert receptive_fields([]) == []
+
+
+def tiny_net() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False),              # 0
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False),  # 2: depthwise, dilated
+        nn.Conv2d(4, 8, 1),                                               # 3: pointwise, with bias
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),                                                 # 6
+    )
+
+
+def test_layer_table_by_hand() -> None:
+    rows = layer_table(tiny_net(), input_size=(3, 8, 8))
+    # name, output (C, H, W), (k, s, d), jump, rf, params, MACs -- computed by hand for an 8x8 input:
+    # 0: (8 + 2 - 3) // 2 + 1 = 4 px; params 4*3*9 = 108; MACs 4*4*4 outputs * 3*9 = 1728; rf 3, j 2
+    # 2: (4 + 4 - 2*2 - 1) + 1 = 4 px; params 4*1*9 = 36; MACs 64 * 1*9 = 576; rf 3 + 2*2*2 = 11
+    # 3: 8 x 4 x 4; params 4*8 + 8 = 40; MACs 128 * 4 = 512; rf 11
+    # 6: 10 outputs; params 8*10 + 10 = 90; MACs 10 * 8 = 80; counted as 1x1, rf stays 11
+    expected = [
+        ("0", (4, 4, 4), 3, 2, 1, 2, 3, 108, 1728),
+        ("2", (4, 4, 4), 3, 1, 2, 2, 11, 36, 576),
+        ("3", (8, 4, 4), 1, 1, 1, 2, 11, 40, 512),
+        ("6", (10, 1, 1), 1, 1, 1, 2, 11, 90, 80),
+    ]
+    got = [(r.layer, r.output, r.kernel, r.stride, r.dilation, r.jump, r.receptive_field, r.params, r.macs)
+           for r in rows]
+    assert got == expected
+
+
+def test_layer_table_leaves_the_model_as_it_was() -> None:
+    net = tiny_net().train()
+    layer_table(net, input_size=(3, 8, 8))
+    assert net.training
+    assert not any(m._forward_hooks for m in net.modules())
+
+
+def test_format_table_totals() -> None:
+    rows = layer_table(tiny_net(), input_size=(3, 8, 8))
+    text = format_table(rows, total_params=count_parameters(tiny_net()))
+    assert len([line for line in text.splitlines() if line.startswith("| ")]) == 1 + len(rows)  # header + rows
+    assert text.endswith("Receptive field: 11 px. Trainable parameters: 274. MACs per image: 2,896.")

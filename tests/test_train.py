@@ -1,0 +1,87 @@
+"""End to end: every model x aug trains and tests; ``train.py`` works as a command and fails
+with a one-line, actionable message when the dataset is missing."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import open_dict
+
+from cifar_lightning import training
+from cifar_lightning.export import load_exported
+from conftest import TINY, assert_run_dir, compose_hydra, finish, options, start_python
+
+
+@pytest.mark.parametrize("aug", options("aug"))
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_and_aug_trains_and_tests(model: str, aug: str, compose_task, monkeypatch,
+                                              tmp_path: Path) -> None:
+    """One batch of fit, validation and test through ``run()`` (fast_dev_run: no checkpoint to reload).
+
+    The export depends on the model only and costs more than the rest of this run, so here it is
+    only checked to receive the trained net; test_export.py and the command runs below export for real.
+    """
+    exported = []
+    monkeypatch.setattr(training, "export_model", lambda net, path: exported.append((net, Path(path))))
+    cfg = compose_task([*TINY, f"model={model}", f"aug={aug}", "++trainer.fast_dev_run=true"], output_dir=tmp_path)
+    with open_dict(cfg):  # the drawn artefacts are tested with their callback; here they would only cost time
+        cfg.callbacks.pop("run_artefacts", None)
+    training.run(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "ok", metrics
+    assert (metrics["model"], metrics["aug"]) == (model, aug)
+    assert metrics["best_val_acc"] is None and metrics["checkpoint"] is None
+    assert 0.0 <= metrics["test_acc"] <= 1.0 and math.isfinite(metrics["test_loss"])
+    assert 0 < metrics["params"] <= 55_800
+    assert "Receptive field:" in (tmp_path / "model_summary.md").read_text()
+    [(net, path)] = exported
+    assert path == tmp_path / "model.pt2" and sum(p.numel() for p in net.parameters()) == metrics["params"]
+
+
+@pytest.fixture(scope="module")
+def commands(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Both ``train.py`` commands of this file, started together (each spends seconds importing)."""
+    base = tmp_path_factory.mktemp("commands")
+    empty = base / "empty"
+    empty.mkdir()
+    launches = {
+        "ok": (["train.py", *TINY, "model=dilated", "aug=cutout", f"hydra.run.dir={base / 'ok'}"], base / "ok"),
+        "missing": (["train.py", "data=cifar10", f"data.root={empty}", "data.download=false",
+                     "trainer.accelerator=cpu", f"hydra.run.dir={base / 'missing'}"], empty),
+    }
+    procs = {name: start_python(args) for name, (args, _) in launches.items()}
+    return {name: (finish(proc), launches[name][1]) for name, proc in procs.items()}
+
+
+def test_train_py_command(commands) -> None:
+    """``python train.py ...`` as a user types it: exit 0 and a complete run directory where hydra.run.dir says."""
+    result, run_dir = commands["ok"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = assert_run_dir(run_dir)
+    assert (metrics["model"], metrics["aug"], metrics["epochs"]) == ("dilated", "cutout", 1)
+    assert 0.0 <= metrics["best_val_acc"] <= 1.0
+    assert Path(metrics["checkpoint"]).is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "train.log").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+
+    # model.pt2 computes what the best checkpoint's network computes
+    best = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    net = instantiate(compose_hydra(["model=dilated", "data=synthetic"]).model)
+    net.load_state_dict({k.removeprefix("net."): v for k, v in best.items() if k.startswith("net.")})
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_exported(run_dir / "model.pt2")(x), net.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+def test_missing_dataset_fails_with_one_line_naming_the_path(commands) -> None:
+    result, empty = commands["missing"]
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines()
+             if str(empty) in line and "pickle layout" in line and "folder layout" in line]
+    assert lines, result.stderr[-3000:]
+    metrics = json.loads((empty.parent / "missing" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and str(empty) in metrics["error"] and "\n" not in metrics["error"]
