@@ -81,7 +81,8 @@ class ClassifierModule(pl.LightningModule):
         images, labels = batch
         logits = self.predict_logits(images)
         metric(logits, labels)
-        self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, prog_bar=stage == "val")
+        # sync_dist: under DDP the epoch's loss is averaged over every process's shard (a no-op on one device)
+        self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, prog_bar=stage == "val", sync_dist=True)
         self.log(f"{stage}/acc", metric, on_epoch=True, prog_bar=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

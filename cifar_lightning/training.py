@@ -12,6 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lightning.callbacks import TrainSpeed
@@ -57,7 +58,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     table = format_table(layer_table(module.net), count_parameters(module.net))
     log.info("Layers, receptive field, params and MACs:\n%s", table)
-    write_text(out / "model_summary.md", f"# Model summary\n\n{table}\n")
+    if trainer.is_global_zero:  # under ddp/SLURM every process runs train(); one writes the files
+        write_text(out / "model_summary.md", f"# Model summary\n\n{table}\n")
     for lg in trainer.loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -67,7 +69,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if best:
         load_weights(module, best)
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    export_model(module.net, out / "model.pt2")
+    if trainer.is_global_zero:
+        export_model(module.net, out / "model.pt2")
 
     speed = next((cb for cb in trainer.callbacks if isinstance(cb, TrainSpeed)), None)
     best_score = checkpoint.best_model_score if checkpoint is not None and checkpoint.monitor else None
@@ -95,6 +98,10 @@ def run_identity() -> dict[str, Any]:
             "overrides": list(hc.overrides.task), "job_num": hc.job.get("num")}
 
 
+# Under ddp (and SLURM) every process runs run(); only global rank 0 writes metrics.json.
+write_metrics = rank_zero_only(write_json)
+
+
 def run(cfg: DictConfig) -> float:
     """Train and always leave ``metrics.json``; the value returned is what sweepers optimize.
 
@@ -110,11 +117,11 @@ def run(cfg: DictConfig) -> float:
         metrics = train(cfg)
     except Exception as error:  # noqa: BLE001 - recorded, then re-raised outside sweeps
         first_line = (str(error).strip().splitlines() or [""])[0]
-        write_json(out / "metrics.json", {**identity, "status": "failed", "error": f"{type(error).__name__}: {first_line}"})
+        write_metrics(out / "metrics.json", {**identity, "status": "failed", "error": f"{type(error).__name__}: {first_line}"})
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             log.exception("run failed; the sweep goes on")
             return float("nan")
         raise
-    write_json(out / "metrics.json", {**identity, **metrics})
+    write_metrics(out / "metrics.json", {**identity, **metrics})
     value = metrics.get(cfg.optimized_metric)
     return float("nan") if value is None else float(value)
