@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_lightning.batch_aug import NoBatchAug
+from cifar_lightning.errors import DivergenceError
 
 BatchAug = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -72,6 +73,11 @@ class ClassifierModule(pl.LightningModule):
         images, targets = batch
         logits = self.net(images)
         loss = self.loss(logits, targets)
+        if not torch.isfinite(loss):  # a diverged run stops now instead of training on NaN weights
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            raise DivergenceError(f"non-finite loss ({loss.item()}) at step {self.global_step} (epoch "
+                                  f"{self.current_epoch}, learning rate {lr:.3g}): lower module.optimizer.lr "
+                                  "or set trainer.gradient_clip_val")
         self.train_acc(logits, targets.argmax(1))
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)

@@ -9,6 +9,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
     for path in sorted(Path(sweep_dir).glob("**/metrics.json")):
         metrics = json.loads(path.read_text())
         rows.append({"run": str(path.parent.relative_to(sweep_dir)), **metrics})
+    for job in sorted(p.parent for p in Path(sweep_dir).glob("**/.hydra")):  # every job dir has one
+        if not (job / "metrics.json").exists():
+            rows.append({"run": str(job.relative_to(sweep_dir)), "status": "failed",
+                         "error": "no metrics.json: the job was killed (or is still running)"})
     return sorted(rows, key=lambda r: (r.get("job_num") is None, r.get("job_num") or 0, r["run"]))
 
 
@@ -37,7 +42,7 @@ def _cell(value: Any, column: str) -> str:
         return f"{100 * value:.2f}"
     if isinstance(value, float):
         return f"{value:.1f}"
-    return str(value)
+    return str(value).replace("|", "\\|")  # an error message must not split the table row
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
@@ -56,6 +61,16 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def report_failures(rows: list[dict[str, Any]], summary: Path) -> int:
+    """Name the failed runs on stderr; the exit status a sweep should end with (1 if any failed)."""
+    failed = [r for r in rows if r.get("status") != "ok"]
+    for row in failed:
+        print(f"error: run {row['run']} failed: {row.get('error')}", file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} of {len(rows)} runs failed; see {summary}", file=sys.stderr)
+    return int(bool(failed))
+
+
 def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; return the rows."""
     rows = collect(sweep_dir)
@@ -65,12 +80,19 @@ def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: write the comparison table when a multirun ends."""
+    """Hydra callback: write the comparison table when a multirun ends; exit 1 if any run failed.
+
+    Jobs record their failure in metrics.json and return, so the sweep runs them all; this is
+    where a failed sweep becomes a non-zero exit (SystemExit passes through Hydra's callback guard).
+    """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = write_summary(config.hydra.sweep.dir)
-        print(f"Sweep summary ({len(rows)} runs): {Path(config.hydra.sweep.dir) / 'summary.md'}")
+        summary = Path(config.hydra.sweep.dir) / "summary.md"
+        print(f"Sweep summary ({len(rows)} runs): {summary}")
         print(to_markdown(rows))
+        if status := report_failures(rows, summary):
+            raise SystemExit(status)
 
 
 def main() -> None:
@@ -79,6 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = write_summary(args.sweep_dir)
     print(to_markdown(rows))
+    sys.exit(report_failures(rows, Path(args.sweep_dir) / "summary.md"))
 
 
 if __name__ == "__main__":

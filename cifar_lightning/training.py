@@ -16,11 +16,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lightning.callbacks import TrainSpeed
+from cifar_lightning.errors import USER_ERRORS, first_line
 from cifar_lightning.export import export_model
 from cifar_lightning.io import write_json, write_text
 from cifar_lightning.models.net import count_parameters
 from cifar_lightning.models.receptive_field import format_table, layer_table
 from cifar_lightning.module import ClassifierModule
+from cifar_lightning.resume import checkpoint_path
+from cifar_lightning.validation import check_output_dir, validate_config, validate_data, validate_model
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +55,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the best checkpoint, export ``model.pt2``; return the run's metrics."""
     started = time.time()
     out = Path(cfg.paths.output_dir)
+    check_output_dir(out)
+    validate_config(cfg)  # wrong values fail here, in one line, not deep inside torch later
+    resume = checkpoint_path(cfg.resume) if cfg.get("resume") else None
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
+    datamodule.prepare_data()
+    validate_data(cfg, datamodule.load())
+    validate_model(cfg, module.net)
 
     table = format_table(layer_table(module.net), count_parameters(module.net))
     log.info("Layers, receptive field, params and MACs:\n%s", table)
@@ -63,7 +72,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for lg in trainer.loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else ""
     if best:
@@ -116,11 +125,14 @@ def run(cfg: DictConfig) -> float:
     try:
         metrics = train(cfg)
     except Exception as error:  # noqa: BLE001 - recorded, then re-raised outside sweeps
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        write_metrics(out / "metrics.json", {**identity, "status": "failed", "error": f"{type(error).__name__}: {first_line}"})
+        message = f"{type(error).__name__}: {first_line(error)}"
+        write_metrics(out / "metrics.json", {**identity, "status": "failed", "error": message})
+        user_error = isinstance(error, USER_ERRORS)  # one line says it all; a bug keeps its traceback
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.exception("run failed; the sweep goes on")
+            log.error("run failed; the sweep goes on: %s", message, exc_info=not user_error)
             return float("nan")
+        if not user_error:
+            log.exception("run failed")  # the traceback goes to train.log too
         raise
     write_metrics(out / "metrics.json", {**identity, **metrics})
     value = metrics.get(cfg.optimized_metric)

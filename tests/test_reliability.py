@@ -1,0 +1,332 @@
+"""What happens when things go wrong: bad config values, bad data or output directories, unsafe
+checkpoints, a killed run, a diverging run, a failing sweep job, and repeatability.
+
+Trainings use tiny synthetic data (conftest.TINY); the command-line behaviour is checked on
+``python train.py`` subprocesses, started together where they are independent.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict, read_write
+
+from cifar_lightning import validation
+from cifar_lightning.data.sources import SyntheticSource
+from cifar_lightning.errors import ConfigError, DivergenceError
+from cifar_lightning.models.net import count_parameters
+from cifar_lightning.resume import ResumeError, checkpoint_path, resume_argv
+from cifar_lightning.training import load_weights, run
+from conftest import ROOT, TINY, compose_hydra, options
+
+# Epochs of two batches each: the run is killed once the first epoch's last.ckpt is there.
+EPOCHS = 3
+RESUMABLE = [*TINY, f"trainer.max_epochs={EPOCHS}", "trainer=deterministic"]
+COMPARED = ("test_acc", "test_loss", "best_val_acc", "epochs")
+
+
+def popen(args: Sequence[str]) -> subprocess.Popen:
+    """``python <args>`` from the repository root, output captured as text."""
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def task_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
+    """What ``@hydra.main`` hands train.py's task (HydraConfig set); call :func:`clear_hydra` after."""
+    cfg = compose_hydra(overrides, output_dir)
+    HydraConfig.instance().set_config(cfg)
+    task = copy.deepcopy(cfg)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def clear_hydra() -> None:
+    HydraConfig.instance().cfg = None
+
+
+def train_in_process(overrides: Sequence[str], output_dir: Path) -> dict:
+    try:
+        run(task_config(overrides, output_dir))
+    finally:
+        clear_hydra()
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An uninterrupted deterministic run: the reference for the repeat and the resumed run."""
+    return train_in_process(RESUMABLE, tmp_path_factory.mktemp("baseline"))
+
+
+@pytest.fixture
+def compose(tmp_path: Path):
+    yield lambda overrides=(): task_config([*TINY, *overrides], tmp_path)
+    clear_hydra()
+
+
+# --------------------------------------------------------------------------- 1. validation
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["data.batch_size=0"], "data.batch_size=0: must be an integer >= 1"),
+    (["data.batch_size=abc"], "data.batch_size='abc': must be an integer >= 1"),
+    (["aug=ricap", "aug.beta=-1"], "aug.beta=-1: must be a number > 0"),
+    (["aug=cutout", "aug.p=1.5"], "aug.p=1.5: must be a number in [0, 1]"),
+    (["aug=cutout", "aug.size=40"], "aug.size=40: must be an integer in [1, 32]"),
+    (["aug=mixup", "aug.alpha=0"], "aug.alpha=0: must be a number > 0"),
+    (["module.label_smoothing=1.0"], "module.label_smoothing=1.0: must be a number in [0, 1)"),
+    (["module.optimizer.lr=0"], "module.optimizer.lr=0: must be a number > 0"),
+    (["module.optimizer.lr=nan"], "module.optimizer.lr=nan: must be a number > 0"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be an integer >= 1"),
+    (["trainer.precision=fp8"], "trainer.precision='fp8': must be one of"),
+    (["++trainer.limit_train_batches=1.5"], "trainer.limit_train_batches=1.5: must be an integer >= 0 or a number in [0, 1]"),
+    (["trainer.devices=4096"], "trainer.devices=4096: this machine has"),
+    (["max_params=0"], "max_params=0: must be null or an integer >= 1"),
+])
+def test_bad_values_are_rejected_in_one_line(compose, overrides: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        validation.validate_config(compose(overrides))
+    assert expected in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_every_problem_is_reported_on_the_same_line(compose) -> None:
+    with pytest.raises(ConfigError) as error:
+        validation.validate_config(compose(["data.batch_size=0", "trainer.max_epochs=-3"]))
+    assert "data.batch_size=0" in str(error.value) and "trainer.max_epochs=-3" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")
+def test_gpu_requested_without_cuda(compose) -> None:
+    with pytest.raises(ConfigError, match=r"trainer.accelerator=gpu: no CUDA GPU is visible.*use trainer=cpu"):
+        validation.validate_config(compose(["trainer=gpu", "trainer.accelerator=gpu"]))
+
+
+@pytest.mark.parametrize("group", ["model", "aug", "module/optimizer", "callbacks"])
+def test_shipped_options_pass(compose, group: str) -> None:
+    for option in options(group):
+        validation.validate_config(compose([f"{group}={option}"]))
+
+
+def test_data_sizes_and_classes_are_checked_against_the_dataset(compose) -> None:
+    data = SyntheticSource(num_train=40, num_test=8, num_classes=10).load()
+    validation.validate_data(compose(["data.val_size=8", "data.batch_size=32"]), data)
+    with pytest.raises(ConfigError, match=r"data.batch_size=33: must be <= 32, the training images left after"):
+        validation.validate_data(compose(["data.val_size=8", "data.batch_size=33"]), data)
+    with pytest.raises(ConfigError, match=r"data.val_size=40: must be < 40"):
+        validation.validate_data(compose(["data.val_size=40"]), data)
+    with pytest.raises(ConfigError, match=r"model.num_classes=5: the dataset has 10 classes"):
+        validation.validate_data(compose(["model.num_classes=5"]), data)
+
+
+def test_parameter_budget(compose) -> None:
+    from hydra.utils import instantiate
+
+    cfg = compose(["max_params=1000"])
+    net = instantiate(cfg.model)
+    with pytest.raises(ConfigError, match=rf"max_params=1000: the network has {count_parameters(net)} trainable"):
+        validation.validate_model(cfg, net)
+    validation.validate_model(compose([f"max_params={count_parameters(net)}"]), net)
+
+
+# --------------------------------------------------------------------------- 7. output directory
+
+
+def test_output_dir_must_be_a_writable_directory_with_free_space(tmp_path: Path, monkeypatch) -> None:
+    validation.check_output_dir(tmp_path / "new" / "run")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"output directory .*/file/run: .*/file is a file, not a directory; pass"):
+        validation.check_output_dir(blocker / "run")
+    monkeypatch.setattr(validation.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 5 * 2**20}))
+    with pytest.raises(ConfigError, match=r"only 5 MB free, a run needs 100 MB"):
+        validation.check_output_dir(tmp_path / "run")
+
+
+# --------------------------------------------------------------------------- 1, 2, 7 on the command line
+
+
+def test_user_errors_print_one_line_and_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    runs = {  # started together: each pays the imports
+        "value": popen(["train.py", *TINY, "data.batch_size=0", f"hydra.run.dir={tmp_path / 'value'}"]),
+        "data": popen(["train.py", "data.root=" + str(tmp_path / "nothing"), "data.download=false",
+                       f"hydra.run.dir={tmp_path / 'data'}"]),
+        "output": popen(["train.py", *TINY, f"hydra.run.dir={blocker / 'run'}"]),
+        "typo": popen(["train.py", *TINY, "trainer.max_epoch=3"]),
+    }
+    results = {name: finish(p) for name, p in runs.items()}
+    expected = {
+        "value": "error: data.batch_size=0: must be an integer >= 1",
+        "data": f"error: {tmp_path / 'nothing' / 'cifar-10-batches-py'}: CIFAR-10 not found",
+        "output": f"error: output directory {blocker / 'run'}: {blocker} is a file",
+    }
+    for name, line in expected.items():
+        rc, out, err = results[name]
+        assert rc == 2, (name, out, err)
+        assert err.strip().splitlines()[-1].startswith(line), (name, err)
+        assert "Traceback" not in out + err, (name, out, err)
+    failed = json.loads((tmp_path / "value" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and failed["error"].startswith("ConfigError: data.batch_size=0")
+    rc, out, err = results["typo"]  # unknown keys are Hydra's: its own short message
+    assert rc == 1 and "Key 'max_epoch' is not in struct" in err and "Traceback" not in err, err
+
+
+# --------------------------------------------------------------------------- 3. no code from checkpoints
+
+
+class Payload:
+    """Unpickling this would create a file: what a hostile checkpoint could do instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoints_are_loaded_without_running_code(tmp_path: Path, compose) -> None:
+    from hydra.utils import instantiate
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    evil.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "loops": {}, "payload": Payload(marker)}, evil)
+    assert pickle.loads(pickle.dumps(Payload(marker))) is None and marker.exists()  # the payload works...
+    marker.unlink()
+    with pytest.raises(ResumeError, match=r"resume=.*: cannot load .*last.ckpt \(UnpicklingError"):
+        checkpoint_path(evil.parent.parent)
+    cfg = compose()
+    module = instantiate(cfg.module, net=instantiate(cfg.model), batch_aug=instantiate(cfg.aug))
+    with pytest.raises(pickle.UnpicklingError):
+        load_weights(module, evil)
+    assert not marker.exists()  # ...but neither load ran it
+
+
+def test_resume_refuses_missing_and_truncated_checkpoints(tmp_path: Path) -> None:
+    with pytest.raises(ResumeError, match=r"no checkpoint at .*last.ckpt; the run stopped before its first epoch"):
+        checkpoint_path(tmp_path)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "loops": {}}, ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:2000])
+    with pytest.raises(ResumeError, match=r"cannot load .*; resume from another checkpoint in"):
+        checkpoint_path(tmp_path)
+
+
+# --------------------------------------------------------------------------- 4. resume
+
+
+def test_resume_argv_reuses_the_runs_overrides_and_directory(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- data=synthetic\n- trainer.max_epochs=3\n- resume=old\n")
+    (run_dir / "checkpoints").mkdir()
+    torch.save({"state_dict": {}, "loops": {}}, run_dir / "checkpoints" / "last.ckpt")
+    argv = resume_argv(["-cn", "train", f"resume={run_dir}", "trainer.max_epochs=5"])
+    assert argv == ["-cn", "train", "data=synthetic", "trainer.max_epochs=5", f"resume={run_dir}",
+                    f"hydra.run.dir='{run_dir}'"]
+    assert resume_argv(["trainer.max_epochs=5"]) == ["trainer.max_epochs=5"]
+    with pytest.raises(ResumeError, match="drop -m"):
+        resume_argv(["-m", f"resume={run_dir}"])
+
+
+def last_epoch(ckpt: Path) -> int | None:
+    try:
+        return torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"]
+    except Exception:  # not there yet, or being replaced
+        return None
+
+
+def event_steps(run_dir: Path, tag: str, pid: int | None = None) -> list[int]:
+    """The steps at which ``tag`` was logged in the run's TensorBoard events (by process ``pid`` only if given)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    files = [f for f in (run_dir / "tensorboard").glob("events.out.tfevents.*")  # *.<time>.<host>.<pid>.<n>
+             if pid is None or f.name.split(".")[-2] == str(pid)]
+    return sorted(e.step for f in files for e in EventFileLoader(str(f)).Load() for v in e.summary.value
+                  if v.tag == tag)
+
+
+def test_killed_run_resumes_to_the_same_metrics(tmp_path: Path, baseline: dict) -> None:
+    run_dir = tmp_path / "run"
+    killed = popen(["train.py", *RESUMABLE, f"hydra.run.dir={run_dir}"])
+    deadline = time.monotonic() + 600
+    while last_epoch(run_dir / "checkpoints" / "last.ckpt") is None:
+        assert killed.poll() is None and time.monotonic() < deadline, finish(killed)
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    finish(killed)
+    assert killed.returncode == -signal.SIGKILL and not (run_dir / "metrics.json").exists()
+    epoch = last_epoch(run_dir / "checkpoints" / "last.ckpt")
+    assert epoch < EPOCHS - 1, "killed after the last epoch: nothing left to resume"
+
+    resuming = popen(["train.py", f"resume={run_dir}"])
+    rc, out, err = finish(resuming)
+    assert rc == 0, err
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["status"] == "ok" and resumed["run_dir"] == str(run_dir)
+    assert {k: resumed[k] for k in COMPARED} == {k: baseline[k] for k in COMPARED}
+    # TensorBoard: the resumed process logs the epochs after the checkpoint, at the uninterrupted run's steps.
+    baseline_steps = event_steps(Path(baseline["run_dir"]), "val/acc")
+    assert len(baseline_steps) == EPOCHS
+    assert event_steps(run_dir, "val/acc", resuming.pid) == baseline_steps[epoch + 1:]
+
+
+# --------------------------------------------------------------------------- 5. divergence
+
+
+def test_diverging_run_stops_at_once_and_is_marked_failed(tmp_path: Path) -> None:
+    with pytest.raises(DivergenceError, match=r"non-finite loss \(.*\) at step \d+ \(epoch \d+, learning rate") as error:
+        train_in_process([*TINY, "trainer.max_epochs=20", "module.optimizer.lr=1e6"], tmp_path)
+    step, epoch = map(int, re.search(r"at step (\d+) \(epoch (\d+)", str(error.value)).groups())
+    assert step < 10, "took too long to notice"
+    saved = last_epoch(tmp_path / "checkpoints" / "last.ckpt")
+    assert saved is None or saved < epoch, "kept training after the NaN"
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert metrics["error"].startswith("DivergenceError: non-finite loss") and "lower module.optimizer.lr" in metrics["error"]
+
+
+# --------------------------------------------------------------------------- 6. sweeps
+
+
+def test_a_failing_sweep_job_does_not_stop_the_others(tmp_path: Path) -> None:
+    rc, out, err = finish(popen(["train.py", "-m", *TINY, "module.optimizer.lr=-1,0.05", "aug=none",
+                                 f"hydra.sweep.dir={tmp_path}"]))
+    assert rc == 1, err
+    rows = {r["job_num"]: r for r in (json.loads(p.read_text()) for p in tmp_path.glob("*/metrics.json"))}
+    assert rows[0]["status"] == "failed" and rows[0]["error"].startswith("ConfigError: module.optimizer.lr=-1")
+    assert rows[1]["status"] == "ok"
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| failed | ConfigError: module.optimizer.lr=-1: must be a number > 0 |" in summary
+    assert "error: 1 of 2 runs failed" in err
+
+
+# --------------------------------------------------------------------------- 8. determinism
+
+
+def test_same_seed_and_config_give_the_same_metrics(tmp_path: Path, baseline: dict) -> None:
+    again = train_in_process(RESUMABLE, tmp_path)
+    assert {k: again[k] for k in COMPARED} == {k: baseline[k] for k in COMPARED}
