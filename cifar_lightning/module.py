@@ -29,6 +29,12 @@ def to_float_nchw(images: Tensor, channels_last: bool = True) -> Tensor:
     return images.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+def predict_logits(net: nn.Module, x: Tensor, tta_flip: bool = False) -> Tensor:
+    """Logits for evaluation, averaged with the mirrored image's when ``tta_flip`` is on."""
+    logits = net(x)
+    return (logits + net(x.flip(3))) / 2 if tta_flip else logits
+
+
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on conv/linear weights only: decaying BN scales and biases hurts small nets."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
@@ -55,9 +61,7 @@ class ClassifierModule(pl.LightningModule):
         return self.net(x)
 
     def predict_logits(self, x: Tensor) -> Tensor:
-        """Logits for evaluation, averaged with the mirrored image when ``tta_flip`` is on."""
-        logits = self.net(x)
-        return (logits + self.net(x.flip(3))) / 2 if self.hparams.tta_flip else logits
+        return predict_logits(self.net, x, self.hparams.tta_flip)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch
@@ -83,19 +87,21 @@ class ClassifierModule(pl.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
-    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> None:
+    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> Tensor:
         images, labels = batch
         logits = self.predict_logits(images)
         metric(logits, labels)
         # sync_dist: under DDP the epoch's loss is averaged over every process's shard (a no-op on one device)
         self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, prog_bar=stage == "val", sync_dist=True)
         self.log(f"{stage}/acc", metric, on_epoch=True, prog_bar=True)
+        return logits
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val", self.val_acc)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test", self.test_acc)
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Returns the logits: the RunArtefacts callback builds the confusion matrix from them."""
+        return self._eval_step(batch, "test", self.test_acc)
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(decay_groups(self.net, self.hparams.weight_decay))

@@ -17,9 +17,22 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cifar_lightning.io import write_text
+from cifar_lightning.report import write_sweep_curves
 
-COLUMNS = ["run", "model", "aug", "params", "best_val_acc", "test_acc", "epochs", "wall_time_s",
-           "train_images_per_sec", "status", "error"]
+COLUMNS = ["run", "model", "aug", "params", "best_val_acc", "test_acc", "reference_acc", "vs_reference_acc",
+           "epochs", "wall_time_s", "train_images_per_sec", "status", "error"]
+
+# The original study's reported test accuracy for the same cell (its write-up), by (model, aug).
+REFERENCE_ACC = {("strided", "ricap"): 0.8762, ("strided", "cutout"): 0.8731,
+                 ("dilated", "cutout"): 0.7992, ("dilated", "ricap"): 0.8035}
+
+
+def with_reference(row: dict[str, Any]) -> dict[str, Any]:
+    """Add the study's accuracy for the run's cell and the run's test accuracy minus it."""
+    reference = REFERENCE_ACC.get((row.get("model"), row.get("aug")))
+    test_acc = row.get("test_acc")
+    difference = test_acc - reference if reference is not None and test_acc is not None else None
+    return {**row, "reference_acc": reference, "vs_reference_acc": difference}
 
 
 def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -27,7 +40,7 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
     rows = []
     for path in sorted(Path(sweep_dir).glob("**/metrics.json")):
         metrics = json.loads(path.read_text())
-        rows.append({"run": str(path.parent.relative_to(sweep_dir)), **metrics})
+        rows.append(with_reference({"run": str(path.parent.relative_to(sweep_dir)), **metrics}))
     for job in sorted(p.parent for p in Path(sweep_dir).glob("**/.hydra")):  # every job dir has one
         if not (job / "metrics.json").exists():
             rows.append({"run": str(job.relative_to(sweep_dir)), "status": "failed",
@@ -38,6 +51,8 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
 def _cell(value: Any, column: str) -> str:
     if value is None:
         return ""
+    if column == "vs_reference_acc":
+        return f"{100 * value:+.2f}"
     if column.endswith("_acc") and isinstance(value, float):
         return f"{100 * value:.2f}"
     if isinstance(value, float):
@@ -46,8 +61,8 @@ def _cell(value: Any, column: str) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    header = ["run", "model", "aug", "params", "best val acc (%)", "test acc (%)", "epochs", "wall time (s)",
-              "train img/s", "status", "error"]
+    header = ["run", "model", "aug", "params", "best val acc (%)", "test acc (%)", "study's acc (%)",
+              "test - study (pp)", "epochs", "wall time (s)", "train img/s", "status", "error"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(r.get(c), c) for c in COLUMNS) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -76,6 +91,7 @@ def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
     rows = collect(sweep_dir)
     write_text(Path(sweep_dir) / "summary.csv", to_csv(rows))
     write_text(Path(sweep_dir) / "summary.md", to_markdown(rows))
+    write_sweep_curves(sweep_dir, rows)
     return rows
 
 

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from cifar_lightning.artefacts import RunArtefacts, log_hparams
 from cifar_lightning.callbacks import TrainSpeed
 from cifar_lightning.errors import USER_ERRORS, first_line
 from cifar_lightning.export import export_model
@@ -82,8 +83,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         export_model(module.net, out / "model.pt2")
 
     speed = next((cb for cb in trainer.callbacks if isinstance(cb, TrainSpeed)), None)
+    artefacts = next((cb for cb in trainer.callbacks if isinstance(cb, RunArtefacts)), None)
     best_score = checkpoint.best_model_score if checkpoint is not None and checkpoint.monitor else None
-    return {
+    metrics = {
         "status": "ok",
         "params": count_parameters(module.net),
         "best_val_acc": float(best_score) if best_score is not None else None,
@@ -92,8 +94,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.time() - started, 1),
         **(speed.summary() if speed else {}),
+        **(artefacts.summary() if artefacts else {}),
         "checkpoint": best or None,
     }
+    log_hparams(trainer.loggers, cfg, metrics)
+    return metrics
 
 
 def run_identity() -> dict[str, Any]:

@@ -1,0 +1,208 @@
+"""Run and sweep artefacts: PNGs of the right size that are not blank, a confusion matrix that agrees
+with the test accuracy, a misclassified grid of misclassified images only, TensorBoard images and
+HParams, the study's reference column, and ``report``/``evaluate`` rebuilding them from saved files."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
+
+from cifar_lightning import evaluate, report
+from cifar_lightning.predictions import PredictionCollector, Predictions
+from cifar_lightning.summary import REFERENCE_ACC, with_reference
+from conftest import run_python
+
+# Two runs, two epochs of three batches (the curves get two points), 64 test images in two batches.
+SWEEP = ["-m", "data=synthetic", "data.source.num_train=80", "data.source.num_test=64", "data.val_size=16",
+         "data.batch_size=16", "data.eval_batch_size=32", "trainer.max_epochs=2", "++trainer.limit_train_batches=3",
+         "trainer.accelerator=cpu", "model=strided", "aug=cutout,ricap"]
+NUM_TEST = 64
+RUN_FILES = (*report.RUN_PNGS, "confusion_matrix.csv")
+PNG_SIZES = {"curves.png": report.CURVES_SIZE, "misclassified.png": report.MISCLASSIFIED_SIZE,
+             "confusion_matrix.png": report.CONFUSION_SIZE, "augmented_batch.png": report.AUGMENTED_SIZE,
+             "summary_curves.png": report.SWEEP_CURVES_SIZE}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    sweep_dir = tmp_path_factory.mktemp("artefacts") / "sweep"
+    result = run_python(["train.py", *SWEEP, f"hydra.sweep.dir={sweep_dir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep_dir
+
+
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
+
+
+def metrics_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def assert_png(path: Path) -> None:
+    """Exists, has the size its figure constant says, and shows something (many colours, contrast)."""
+    width, height = PNG_SIZES[path.name]
+    image = Image.open(path)
+    assert image.size == (round(width * report.DPI), round(height * report.DPI)), path
+    pixels = np.asarray(image.convert("RGB")).astype(np.int32)
+    assert pixels.std() > 10, f"{path} is blank"
+    colours = pixels[..., 0] << 16 | pixels[..., 1] << 8 | pixels[..., 2]
+    assert len(np.unique(colours)) > 50, f"{path} is nearly blank"
+
+
+def test_every_run_has_every_artefact(sweep: Path) -> None:
+    runs = run_dirs(sweep)
+    assert [r.name for r in runs] == ["0_strided_cutout", "1_strided_ricap"]
+    for run_dir in runs:
+        for name in report.RUN_PNGS:
+            assert_png(run_dir / name)
+    for name in ("summary.csv", "summary.md"):
+        assert (sweep / name).is_file()
+    assert_png(sweep / "summary_curves.png")
+
+
+def test_confusion_matrix_counts_every_test_image_and_matches_the_accuracy(sweep: Path) -> None:
+    for run_dir in run_dirs(sweep):
+        classes, matrix = report.read_confusion_csv(run_dir / "confusion_matrix.csv")
+        metrics = metrics_of(run_dir)
+        assert classes == [f"class_{i}" for i in range(10)]
+        assert int(matrix.sum()) == NUM_TEST
+        assert int(matrix.diag().sum()) / NUM_TEST == pytest.approx(metrics["test_acc"], abs=1e-6)
+        assert metrics["test_errors"] == NUM_TEST - int(matrix.diag().sum())
+        per_class = (matrix.diag() / matrix.sum(1)).tolist()
+        assert list(metrics["test_per_class_acc"]) == classes
+        assert list(metrics["test_per_class_acc"].values()) == pytest.approx(per_class)
+
+
+def test_misclassified_images_are_the_misclassified_test_images(sweep: Path) -> None:
+    """The grid's images and labels, recomputed from model.pt2: each one is a test image the model gets wrong."""
+    run_dir = run_dirs(sweep)[0]
+    cfg = evaluate.load_config(run_dir)
+    datamodule = evaluate.load_datamodule(cfg)
+    preds = evaluate.predict(evaluate.load_model(run_dir, cfg), datamodule.test_dataloader())
+    wrong = preds.wrong_index
+    assert len(wrong) == min(25, preds.errors()) > 0
+    assert (preds.preds[wrong] != preds.labels[wrong]).all()
+    assert wrong.tolist() == (preds.preds != preds.labels).nonzero().flatten()[:25].tolist()  # first ones, in order
+    test_images = torch.from_numpy(datamodule.test_set.images[wrong.numpy()]).permute(0, 3, 1, 2).float() / 255
+    torch.testing.assert_close(preds.wrong_images, test_images)
+    torch.testing.assert_close(preds.labels[wrong], torch.from_numpy(datamodule.test_set.labels[wrong.numpy()]))
+
+
+def test_misclassified_grid_titles_true_and_predicted(tmp_path: Path) -> None:
+    logits = torch.full((6, 3), -5.0)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    predicted = torch.tensor([0, 2, 2, 1, 0, 2])  # wrong at 1, 3, 4
+    logits[torch.arange(6), predicted] = 5.0
+    collector = PredictionCollector(max_wrong=2)
+    images = torch.rand(6, 3, 32, 32)
+    collector.update(images[:3], logits[:3], labels[:3])
+    collector.update(images[3:], logits[3:], labels[3:])
+    preds = collector.result()
+    assert preds.wrong_index.tolist() == [1, 3]  # capped at max_wrong, indices across batches
+    torch.testing.assert_close(preds.wrong_images, images[[1, 3]])
+    fig = report.plot_misclassified(preds, ["cat", "dog", "frog"])
+    titles = [t.get_text() for t in fig.axes[0].texts]
+    assert titles == ["dog -> frog (100%)", "cat -> dog (100%)"]
+
+
+def test_confusion_of_known_predictions() -> None:
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])
+    logits = torch.nn.functional.one_hot(torch.tensor([0, 1, 1, 1, 0, 0]), 3).float()
+    preds = Predictions(logits, labels, torch.empty(0, 3, 32, 32), torch.empty(0, dtype=torch.long))
+    assert preds.confusion().tolist() == [[1, 1, 0], [1, 2, 0], [1, 0, 0]]
+    assert preds.errors() == 3 and preds.accuracy() == pytest.approx(0.5)
+    assert preds.per_class_accuracy().tolist() == pytest.approx([0.5, 2 / 3, 0.0])
+    csv_text = report.confusion_csv(preds, ["a", "b", "c"])
+    assert csv_text.splitlines()[:2] == ["true\\predicted,a,b,c", "a,1,1,0"]
+
+
+def test_tensorboard_has_the_pictures_and_the_hparams_with_final_metrics(sweep: Path) -> None:
+    run_dir = run_dirs(sweep)[1]
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    accumulator.Reload()
+    images = accumulator.Tags()["images"]
+    assert {"artefacts/misclassified", "artefacts/confusion_matrix", "artefacts/augmented_batch"} <= set(images)
+    assert "_hparams_/session_start_info" in accumulator.PluginTagToContent("hparams")
+    final = accumulator.Scalars("hparams/test_acc")[-1].value
+    assert final == pytest.approx(metrics_of(run_dir)["test_acc"])
+
+
+def test_curves_are_read_per_epoch(tmp_path: Path) -> None:
+    """Lightning's layout: `epoch` logged with each metric, the LR monitor at each epoch's first step."""
+    with SummaryWriter(tmp_path) as writer:
+        for epoch, (start, end) in enumerate([(0, 2), (3, 5)]):
+            writer.add_scalar("lr-SGD/pg1", 0.1 * (epoch + 1), start)
+            writer.add_scalar("val/acc", 0.5 + epoch / 10, end)
+            writer.add_scalar("epoch", epoch, end)
+    scalars = report.read_scalars(tmp_path)
+    assert scalars["lr-SGD/pg1"] == pytest.approx({0: 0.1, 1: 0.2})
+    assert scalars["val/acc"] == pytest.approx({0: 0.5, 1: 0.6})
+
+
+def test_summary_compares_with_the_study(sweep: Path) -> None:
+    summary = (sweep / "summary.md").read_text()
+    assert "study's acc (%)" in summary and "test - study (pp)" in summary
+    for run_dir in run_dirs(sweep):
+        metrics = metrics_of(run_dir)
+        reference = REFERENCE_ACC[(metrics["model"], metrics["aug"])]
+        row = next(line for line in summary.splitlines() if line.startswith(f"| {run_dir.name} "))
+        assert f"| {100 * reference:.2f} | {100 * (metrics['test_acc'] - reference):+.2f} |" in row
+    assert with_reference({"model": "dilated", "aug": "ricap", "test_acc": 0.81})["vs_reference_acc"] == pytest.approx(0.0065)
+    assert with_reference({"model": "strided", "aug": "mixup", "test_acc": 0.8})["reference_acc"] is None
+
+
+def test_report_rebuilds_a_run_without_retraining(sweep: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_dirs(sweep)[0], run_dir)
+    before = metrics_of(run_dir)
+    for name in RUN_FILES:
+        (run_dir / name).unlink()
+    (run_dir / "metrics.json").write_text(json.dumps({k: v for k, v in before.items() if not k.startswith("test_p")}))
+    report.main([str(run_dir), "--device", "cpu", "--docs", str(tmp_path / "docs")])
+    for name in report.RUN_PNGS:
+        assert_png(run_dir / name)
+        docs_copy = tmp_path / "docs" / name
+        assert Image.open(docs_copy).size == Image.open(run_dir / name).size
+        assert docs_copy.stat().st_size < (run_dir / name).stat().st_size
+    assert (run_dir / "confusion_matrix.csv").read_text() == (run_dirs(sweep)[0] / "confusion_matrix.csv").read_text()
+    assert metrics_of(run_dir) == before
+
+
+def test_report_rebuilds_a_sweep(sweep: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    for path in [copy / "summary_curves.png", copy / "summary.md", *(d / n for d in run_dirs(copy) for n in RUN_FILES)]:
+        path.unlink()
+    report.main([str(copy), "--device", "cpu"])
+    assert_png(copy / "summary_curves.png")
+    assert (copy / "summary.md").read_text().splitlines()[2:] == (sweep / "summary.md").read_text().splitlines()[2:]
+    for run_dir in run_dirs(copy):
+        for name in report.RUN_PNGS:
+            assert_png(run_dir / name)
+
+
+def test_evaluate_a_run_a_checkpoint_and_an_exported_model(sweep: Path, capsys) -> None:
+    run_dir = run_dirs(sweep)[1]
+    test_acc = metrics_of(run_dir)["test_acc"]
+    preds = evaluate.main([str(run_dir), "data.eval_batch_size=10", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert preds.accuracy() == pytest.approx(test_acc) and len(preds.labels) == NUM_TEST
+    assert f"test accuracy: {100 * test_acc:.2f}%" in out
+    assert "class_9" in out and "confusion matrix" in out
+    checkpoint = evaluate.best_checkpoint(run_dir)
+    assert checkpoint.name != "last.ckpt"
+    from_ckpt = evaluate.main([str(checkpoint), "--device", "cpu"])
+    torch.testing.assert_close(from_ckpt.logits, preds.logits, atol=1e-4, rtol=1e-4)
+    flipped = evaluate.main([str(run_dir / "model.pt2"), "--tta-flip", "--device", "cpu"])
+    assert "flip TTA on" in capsys.readouterr().out
+    assert not torch.allclose(flipped.logits, preds.logits)
+    with pytest.raises(SystemExit):
+        evaluate.main([str(run_dir), "data=folder"])
