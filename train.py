@@ -11,7 +11,7 @@ from cifar_lightning.training import run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error():  # `error: <what and how to fix>`, exit status 2, instead of a traceback
         return run(cfg)
 

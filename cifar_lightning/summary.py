@@ -16,10 +16,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from cifar_lightning.best_params import best_overrides
 from cifar_lightning.io import write_text
 from cifar_lightning.report import write_sweep_curves
 
-COLUMNS = ["run", "model", "aug", "params", "best_val_acc", "test_acc", "reference_acc", "vs_reference_acc",
+COLUMNS = ["run", "model", "aug", "swept", "params", "best_val_acc", "test_acc", "reference_acc", "vs_reference_acc",
            "epochs", "wall_time_s", "train_images_per_sec", "status", "error"]
 
 # The original study's reported test accuracy for the same cell (its write-up), by (model, aug).
@@ -48,9 +49,27 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r.get("job_num") is None, r.get("job_num") or 0, r["run"]))
 
 
+def with_swept(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add each run's overrides that not every run shares: what the sweep varied (a search trial's parameters)."""
+    overrides = [set(r["overrides"]) for r in rows if r.get("overrides")]
+    shared = set.intersection(*overrides) if overrides else set()
+    return [{**r, "swept": " ".join(o for o in r.get("overrides") or [] if o not in shared)} for r in rows]
+
+
+def _short(override: str) -> str:
+    """``lr=0.06677511008261823`` -> ``lr=0.06678`` for the table; summary.csv keeps the exact value."""
+    key, _, value = override.partition("=")
+    try:
+        return f"{key}={float(value):.4g}" if "." in value else override
+    except ValueError:
+        return override
+
+
 def _cell(value: Any, column: str) -> str:
     if value is None:
         return ""
+    if column == "swept":
+        return " ".join(_short(o) for o in value.split())
     if column == "vs_reference_acc":
         return f"{100 * value:+.2f}"
     if column.endswith("_acc") and isinstance(value, float):
@@ -61,7 +80,7 @@ def _cell(value: Any, column: str) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    header = ["run", "model", "aug", "params", "best val acc (%)", "test acc (%)", "study's acc (%)",
+    header = ["run", "model", "aug", "swept overrides", "params", "best val acc (%)", "test acc (%)", "study's acc (%)",
               "test - study (pp)", "epochs", "wall time (s)", "train img/s", "status", "error"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(r.get(c), c) for c in COLUMNS) + " |" for r in rows]
@@ -88,7 +107,7 @@ def report_failures(rows: list[dict[str, Any]], summary: Path) -> int:
 
 def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; return the rows."""
-    rows = collect(sweep_dir)
+    rows = with_swept(collect(sweep_dir))
     write_text(Path(sweep_dir) / "summary.csv", to_csv(rows))
     write_text(Path(sweep_dir) / "summary.md", to_markdown(rows))
     write_sweep_curves(sweep_dir, rows)
@@ -107,6 +126,9 @@ class SweepSummary(Callback):
         summary = Path(config.hydra.sweep.dir) / "summary.md"
         print(f"Sweep summary ({len(rows)} runs): {summary}")
         print(to_markdown(rows))
+        if (Path(config.hydra.sweep.dir) / "optimization_results.yaml").is_file():  # an Optuna search
+            retrain = " ".join(best_overrides(config.hydra.sweep.dir))
+            print(f"Re-train its best trial at the full budget:\n  python train.py {retrain}")
         if status := report_failures(rows, summary):
             raise SystemExit(status)
 

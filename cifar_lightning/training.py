@@ -116,8 +116,12 @@ def run_identity() -> dict[str, Any]:
 write_metrics = rank_zero_only(write_json)
 
 
-def run(cfg: DictConfig) -> float:
+def run(cfg: DictConfig) -> float | None:
     """Train and always leave ``metrics.json``; the value returned is what sweepers optimize.
+
+    A run without a value (failed, or no validation split) returns None rather than NaN:
+    hydra-optuna-sweeper 1.3.0 aborts the search on NaN (hydra#2237) but marks a trial
+    failed and goes on when the value is not a number.
 
     In a multirun a failure is recorded and swallowed so the other jobs still run and the
     sweep summary still gets written (Hydra's basic launcher would re-raise and skip it).
@@ -135,10 +139,10 @@ def run(cfg: DictConfig) -> float:
         user_error = isinstance(error, USER_ERRORS)  # one line says it all; a bug keeps its traceback
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error("run failed; the sweep goes on: %s", message, exc_info=not user_error)
-            return float("nan")
+            return None
         if not user_error:
             log.exception("run failed")  # the traceback goes to train.log too
         raise
     write_metrics(out / "metrics.json", {**identity, **metrics})
     value = metrics.get(cfg.optimized_metric)
-    return float("nan") if value is None else float(value)
+    return None if value is None else float(value)
