@@ -23,7 +23,7 @@ gpu="data=cifar10_gpu $common"
 python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)" | tee -a "$OUT/hardware.txt"
 
 if [ -f benchmarks/lightning_overhead.py ]; then
-  timeout 90 python3 benchmarks/lightning_overhead.py --device cuda > "$OUT/bench_lightning_overhead.txt" 2>&1
+  timeout 60 python3 benchmarks/lightning_overhead.py --device cuda > "$OUT/bench_lightning_overhead.txt" 2>&1
 fi
 
 start=$(date +%s)
@@ -36,8 +36,8 @@ done
 # The default recipe on the default (Albumentations, CPU workers) data path, on the GPU.
 python3 train.py data.num_workers=5 $common \
   hydra.run.dir=$RUNS/default_albumentations > "$RUNS/default_albumentations.log" 2>&1 &
-if [ -n "${EXTRA_RUN:-}" ]; then  # e.g. the best parameters of a hyperparameter search
-  python3 train.py data.num_workers=5 $common $EXTRA_RUN \
+if [ -n "${EXTRA_RUN:-}" ]; then  # one more run, e.g. "data=cifar10_gpu +experiment=study aug=none"
+  python3 train.py $common $EXTRA_RUN \
     hydra.run.dir=$RUNS/extra > "$RUNS/extra.log" 2>&1 &
 fi
 wait

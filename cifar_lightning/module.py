@@ -47,10 +47,13 @@ class ClassifierModule(pl.LightningModule):
 
     def __init__(self, net: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None,
                  batch_aug: BatchAug | None = None, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
-                 num_classes: int = 10, channels_last: bool = True, tta_flip: bool = False) -> None:
+                 num_classes: int = 10, channels_last: bool = True, tta_flip: bool = False,
+                 compile: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "batch_aug"])
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        if compile:  # in place: state_dict keys and the exported program stay those of the plain net
+            self.net.compile()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.batch_aug = batch_aug or NoBatchAug(num_classes)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")

@@ -3,12 +3,14 @@ Albumentations per image on the CPU workers; batch regularizers run later on the
 from __future__ import annotations
 
 import multiprocessing
+import random
 from collections.abc import Callable
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.fabric.utilities.seed import pl_worker_init_function
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from cifar_lightning.data.sources import CifarArrays
 
@@ -29,6 +31,16 @@ class ArrayDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image=image)["image"]
         return torch.from_numpy(np.ascontiguousarray(image)), int(self.labels[index])
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed a loader worker (Lightning's seeding) and give its copy of the Albumentations transform a
+    stream of its own: forked copies would otherwise make the same random decisions in every worker."""
+    pl_worker_init_function(worker_id)
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "set_random_state"):
+        transform.set_random_state(np.random.default_rng(info.seed), random.Random(info.seed))
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +97,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.persistent_workers and self.num_workers > 0,
-                          multiprocessing_context=context)
+                          multiprocessing_context=context, worker_init_fn=seed_worker)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)
