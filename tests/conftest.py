@@ -1,25 +1,34 @@
 """Shared helpers: compose ``conf/`` the way ``train.py`` does, tiny synthetic-data overrides,
-subprocess launches of ``train.py``, and the checks every run directory must pass."""
+subprocess launches of ``train.py``, the checks every run directory must pass, and the one
+small 2 x 2 sweep that test_sweep.py and test_artefacts.py both read."""
 from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict, read_write
+# One intra-op thread, here and in every train.py the tests start (they inherit the environment):
+# on batches of 16 images a second thread saves nothing, and on a busy 2-core machine (or beside a
+# second test process) OpenMP threads waiting for each other made a training step 5-40x slower
+# (0.1 s -> up to 5 s). Set before torch is imported; a value already in the environment is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import cifar_lightning  # noqa: F401 - registers the ${pixels:...} resolver
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict, read_write  # noqa: E402
+
+import cifar_lightning  # noqa: F401, E402 - registers the ${pixels:...} resolver
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-# A run small enough for a test: 48 + 16 generated images, one or two batches per stage, CPU.
+# A run small enough for a test: 48 + 16 generated images, one or two batches per stage, CPU, no
+# progress bar, and no drawn artefacts (seconds of matplotlib per run; the sweep below has them).
 TINY = [
     "data=synthetic",
     "data.source.num_train=48",
@@ -32,7 +41,19 @@ TINY = [
     "++trainer.limit_val_batches=1",
     "++trainer.limit_test_batches=1",
     "trainer.accelerator=cpu",
+    "++trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+    "~callbacks.run_artefacts",
 ]
+
+# The README's 2 x 2 sweep (model x aug), small: two epochs of three batches (the curves get two
+# points), 64 test images in two batches, with every artefact. Run once, by the fixture below.
+SWEEP = ["-m", "model=strided,dilated", "aug=cutout,ricap", "data=synthetic", "data.source.num_train=80",
+         "data.source.num_test=64", "data.val_size=16", "data.batch_size=16", "data.eval_batch_size=32",
+         "trainer.max_epochs=2", "++trainer.limit_train_batches=3", "trainer.accelerator=cpu",
+         "++trainer.enable_progress_bar=false", "~callbacks.progress_bar"]
+SWEEP_CELLS = {("strided", "cutout"), ("strided", "ricap"), ("dilated", "cutout"), ("dilated", "ricap")}
+SWEEP_NUM_TEST = 64
 
 
 def options(group: str) -> list[str]:
@@ -99,3 +120,11 @@ def assert_run_dir(run_dir: Path) -> dict:
     assert "Receptive field:" in (run_dir / "model_summary.md").read_text()
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*")), "no tensorboard events"
     return metrics
+
+
+@pytest.fixture(scope="session")
+def sweep_2x2(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    """``python train.py -m`` over :data:`SWEEP`, once per session (each train.py costs seconds of imports
+    and each run an export). Tests that change files work on a copy of the directory."""
+    sweep_dir = tmp_path_factory.mktemp("sweep_2x2") / "sweep"
+    return run_python(["train.py", *SWEEP, f"hydra.sweep.dir={sweep_dir}"]), sweep_dir

@@ -17,23 +17,18 @@ from torch.utils.tensorboard import SummaryWriter
 from cifar_lightning import evaluate, report
 from cifar_lightning.predictions import PredictionCollector, Predictions
 from cifar_lightning.summary import REFERENCE_ACC, with_reference
-from conftest import run_python
+from conftest import SWEEP_NUM_TEST as NUM_TEST
 
-# Two runs, two epochs of three batches (the curves get two points), 64 test images in two batches.
-SWEEP = ["-m", "data=synthetic", "data.source.num_train=80", "data.source.num_test=64", "data.val_size=16",
-         "data.batch_size=16", "data.eval_batch_size=32", "trainer.max_epochs=2", "++trainer.limit_train_batches=3",
-         "trainer.accelerator=cpu", "model=strided", "aug=cutout,ricap"]
-NUM_TEST = 64
 RUN_FILES = (*report.RUN_PNGS, "confusion_matrix.csv")
 PNG_SIZES = {"curves.png": report.CURVES_SIZE, "misclassified.png": report.MISCLASSIFIED_SIZE,
              "confusion_matrix.png": report.CONFUSION_SIZE, "augmented_batch.png": report.AUGMENTED_SIZE,
              "summary_curves.png": report.SWEEP_CURVES_SIZE}
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> Path:
-    sweep_dir = tmp_path_factory.mktemp("artefacts") / "sweep"
-    result = run_python(["train.py", *SWEEP, f"hydra.sweep.dir={sweep_dir}"])
+@pytest.fixture
+def sweep(sweep_2x2) -> Path:
+    """The session's 2 x 2 sweep (conftest.SWEEP: two epochs, 64 test images); tests that change files copy it."""
+    result, sweep_dir = sweep_2x2
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir
 
@@ -59,7 +54,7 @@ def assert_png(path: Path) -> None:
 
 def test_every_run_has_every_artefact(sweep: Path) -> None:
     runs = run_dirs(sweep)
-    assert [r.name for r in runs] == ["0_strided_cutout", "1_strided_ricap"]
+    assert len(runs) == 4
     for run_dir in runs:
         for name in report.RUN_PNGS:
             assert_png(run_dir / name)

@@ -24,12 +24,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 
-from cifar_lightning import validation
+from cifar_lightning import training, validation
 from cifar_lightning.data.sources import SyntheticSource
 from cifar_lightning.errors import ConfigError, DivergenceError
 from cifar_lightning.models.net import count_parameters
 from cifar_lightning.resume import ResumeError, checkpoint_path, resume_argv
-from cifar_lightning.training import load_weights, run
+from cifar_lightning.training import load_weights
 from conftest import ROOT, TINY, compose_hydra, options
 
 # Epochs of two batches each: the run is killed once the first epoch's last.ckpt is there.
@@ -64,10 +64,13 @@ def clear_hydra() -> None:
 
 
 def train_in_process(overrides: Sequence[str], output_dir: Path) -> dict:
-    try:
-        run(task_config(overrides, output_dir))
-    finally:
-        clear_hydra()
+    """``run()`` as train.py calls it, less the model.pt2 export: seconds per run, and no metric depends on it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "export_model", lambda net, path: None)
+        try:
+            training.run(task_config(overrides, output_dir))
+        finally:
+            clear_hydra()
     return json.loads((output_dir / "metrics.json").read_text())
 
 
@@ -189,6 +192,11 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path: Path) -> None:
         assert "Traceback" not in out + err, (name, out, err)
     failed = json.loads((tmp_path / "value" / "metrics.json").read_text())
     assert failed["status"] == "failed" and failed["error"].startswith("ConfigError: data.batch_size=0")
+    # A missing dataset: the line says where it looked and which layouts it reads; metrics.json has it too.
+    missing = results["data"][2].strip().splitlines()[-1]
+    assert "pickle layout" in missing and "folder layout" in missing, missing
+    failed = json.loads((tmp_path / "data" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and str(tmp_path / "nothing") in failed["error"] and "\n" not in failed["error"]
     rc, out, err = results["typo"]  # unknown keys are Hydra's: its own short message
     assert rc == 1 and "Key 'max_epoch' is not in struct" in err and "Traceback" not in err, err
 

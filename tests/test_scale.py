@@ -1,4 +1,8 @@
-"""Scaling out: concurrent sweep jobs (joblib), SLURM (submitit) presets, and DDP on two CPU processes."""
+"""Scaling out: concurrent sweep jobs (joblib), SLURM (submitit) presets, and DDP on two CPU processes.
+
+The joblib sweep and the DDP-inside-a-multirun sweep start many processes (minutes on two cores):
+they are marked ``slow`` and run with ``python -m pytest -m slow``.
+"""
 from __future__ import annotations
 
 import csv
@@ -68,6 +72,7 @@ def test_only_global_rank_zero_writes_metrics(rank: int, written: bool, compose_
     assert (tmp_path / "metrics.json").exists() == written
 
 
+@pytest.mark.slow
 def test_joblib_sweep_runs_jobs_concurrently_and_writes_the_summary(tmp_path: Path) -> None:
     # data.num_workers=1: DataLoader workers inside loky workers (pytorch#44687) must start.
     result = run_python(["train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "aug=none,cutout",
@@ -81,6 +86,7 @@ def test_joblib_sweep_runs_jobs_concurrently_and_writes_the_summary(tmp_path: Pa
     assert max(start0, start1) < min(end0, end1), "the two jobs did not overlap in time"
 
 
+@pytest.mark.slow
 def test_ddp_spawn_inside_a_multirun(tmp_path: Path) -> None:
     # Lightning #11300: strategy=ddp would re-run the whole sweep in each worker; trainer=ddp spawns.
     result = run_python(["train.py", "-m", "trainer=ddp", "aug=none,cutout", *TINY, f"hydra.sweep.dir={tmp_path}"])
