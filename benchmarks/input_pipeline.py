@@ -58,7 +58,7 @@ def main() -> None:
           f"{steps} timed model steps, {args.device}, {'CIFAR-10 at ' + args.root if args.root else 'generated images'}")
     print(f"hardware: {hardware(device)}")
     model = [bare_images_per_sec(cfg, random_batches(args.batch_size, warmup + steps, device, seed=r), device,
-                                 warmup, steps) for r in range(args.repeats)]
+                                 warmup, steps)[0] for r in range(args.repeats)]
     print(f"model step (default model, aug {cfg.aug._target_.rsplit('.', 1)[-1]}) img/s: {best_and_median(model)}")
     pipeline = {}
     for workers in args.workers:

@@ -85,7 +85,9 @@ class ClassifierModule(pl.LightningModule):
             raise DivergenceError(f"non-finite loss ({loss.item()}) at step {self.global_step} (epoch "
                                   f"{self.current_epoch}, learning rate {lr:.3g}): lower module.optimizer.lr "
                                   "or set trainer.gradient_clip_val")
-        self.train_acc(logits, targets.argmax(1))
+        # update(), not forward(): train/acc is logged per epoch, and forward() would also compute and
+        # merge a per-batch accuracy every step, launch-bound work a small net's GPU step pays in full.
+        self.train_acc.update(logits, targets.argmax(1))
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
