@@ -70,21 +70,26 @@ def compose_hydra(overrides: Sequence[str] = (), output_dir: str | Path = "unuse
     return cfg
 
 
+def task_config(overrides: Sequence[str] = (), output_dir: str | Path = "unused-output-dir") -> DictConfig:
+    """What ``@hydra.main`` hands train.py's task: HydraConfig set (so ``${hydra:...}`` resolves),
+    the config without its ``hydra`` node. Call :func:`clear_hydra` afterwards."""
+    cfg = compose_hydra(overrides, output_dir)
+    HydraConfig.instance().set_config(cfg)
+    task = copy.deepcopy(cfg)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def clear_hydra() -> None:
+    HydraConfig.instance().cfg = None
+
+
 @pytest.fixture
 def compose_task() -> Iterator[Callable[..., DictConfig]]:
-    """Compose like ``@hydra.main``: set HydraConfig (so ``${hydra:...}`` resolves) and hand the
-    task the config without its ``hydra`` node. HydraConfig is cleared again after the test."""
-
-    def _compose(overrides: Sequence[str] = (), output_dir: str | Path = "unused-output-dir") -> DictConfig:
-        cfg = compose_hydra(overrides, output_dir)
-        HydraConfig.instance().set_config(cfg)
-        task = copy.deepcopy(cfg)
-        with read_write(task), open_dict(task):
-            del task["hydra"]
-        return task
-
-    yield _compose
-    HydraConfig.instance().cfg = None
+    """:func:`task_config` for one test; HydraConfig is cleared again after it."""
+    yield task_config
+    clear_hydra()
 
 
 def start_python(args: Sequence[str]) -> subprocess.Popen:

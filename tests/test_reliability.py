@@ -6,7 +6,6 @@ Trainings use tiny synthetic data (conftest.TINY); the command-line behaviour is
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import pickle
@@ -18,11 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict, read_write
 
 from cifar_lightning import training, validation
 from cifar_lightning.data.sources import SyntheticSource
@@ -30,7 +26,7 @@ from cifar_lightning.errors import ConfigError, DivergenceError
 from cifar_lightning.models.net import count_parameters
 from cifar_lightning.resume import ResumeError, checkpoint_path, resume_argv
 from cifar_lightning.training import load_weights
-from conftest import ROOT, TINY, compose_hydra, options
+from conftest import ROOT, TINY, clear_hydra, options, task_config
 
 # Epochs of two batches each: the run is killed once the first epoch's last.ckpt is there.
 EPOCHS = 3
@@ -47,20 +43,6 @@ def popen(args: Sequence[str]) -> subprocess.Popen:
 def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=timeout)
     return process.returncode, out, err
-
-
-def task_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
-    """What ``@hydra.main`` hands train.py's task (HydraConfig set); call :func:`clear_hydra` after."""
-    cfg = compose_hydra(overrides, output_dir)
-    HydraConfig.instance().set_config(cfg)
-    task = copy.deepcopy(cfg)
-    with read_write(task), open_dict(task):
-        del task["hydra"]
-    return task
-
-
-def clear_hydra() -> None:
-    HydraConfig.instance().cfg = None
 
 
 def train_in_process(overrides: Sequence[str], output_dir: Path) -> dict:
