@@ -59,3 +59,16 @@ def test_train_py_command(tmp_path: Path) -> None:
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(load_exported(run_dir / "model.pt2")(x), net.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+def test_val_size_zero_trains_on_everything_and_tests_the_last_epoch(compose_task, monkeypatch,
+                                                                     tmp_path: Path) -> None:
+    """``data.val_size=0`` (as the README says): no validation, no best-val selection, the last weights are tested."""
+    monkeypatch.setattr(training, "export_model", lambda net, path: None)
+    cfg = compose_task([*TINY, "data.val_size=0", "trainer.max_epochs=1"], output_dir=tmp_path)
+    training.run(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "ok", metrics
+    assert metrics["best_val_acc"] is None and metrics["checkpoint"] is None
+    assert 0.0 <= metrics["test_acc"] <= 1.0
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
