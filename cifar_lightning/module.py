@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_lightning.batch_aug import NoBatchAug
-from cifar_lightning.errors import DivergenceError
+from cifar_lightning.errors import ConfigError, DivergenceError
 
 BatchAug = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -48,7 +48,7 @@ class ClassifierModule(pl.LightningModule):
     def __init__(self, net: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None,
                  batch_aug: BatchAug | None = None, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
                  num_classes: int = 10, channels_last: bool = True, tta_flip: bool = False,
-                 compile: bool = False) -> None:
+                 compile: bool = False, finite_check_every_n_steps: int = 10) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "batch_aug"])
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
@@ -80,17 +80,28 @@ class ClassifierModule(pl.LightningModule):
         images, targets = batch
         logits = self.net(images)
         loss = self.loss(logits, targets)
-        if not torch.isfinite(loss):  # a diverged run stops now instead of training on NaN weights
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            raise DivergenceError(f"non-finite loss ({loss.item()}) at step {self.global_step} (epoch "
-                                  f"{self.current_epoch}, learning rate {lr:.3g}): lower module.optimizer.lr "
-                                  "or set trainer.gradient_clip_val")
+        self.check_finite(loss, batch_idx)
         # update(), not forward(): train/acc is logged per epoch, and forward() would also compute and
         # merge a per-batch accuracy every step, launch-bound work a small net's GPU step pays in full.
         self.train_acc.update(logits, targets.argmax(1))
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def check_finite(self, loss: Tensor, batch_idx: int) -> None:
+        """Stop a diverged run instead of training, validating and checkpointing NaN weights.
+
+        Reading the loss makes the host wait for the GPU, so it is read every
+        ``finite_check_every_n_steps`` steps and on each epoch's last batch (before validation and the
+        epoch's checkpoint); NaN weights stay NaN, so a divergence between two checks is still caught.
+        """
+        every = self.hparams.finite_check_every_n_steps
+        if (batch_idx % every and not self.trainer.is_last_batch) or torch.isfinite(loss):
+            return
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        raise DivergenceError(f"non-finite loss ({loss.item()}) at step {self.global_step} (epoch "
+                              f"{self.current_epoch}, learning rate {lr:.3g}): lower module.optimizer.lr "
+                              "or set trainer.gradient_clip_val")
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> Tensor:
         images, labels = batch
@@ -113,5 +124,11 @@ class ClassifierModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         # Schedulers here are step-based and told the run's length (OneCycleLR's total_steps).
-        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        try:
+            scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        except ZeroDivisionError as e:  # OneCycleLR when pct_start x total_steps is exactly 1
+            raise ConfigError(f"module.scheduler cannot schedule a run of {total_steps} optimizer steps ({e}); "
+                              "change module.scheduler.pct_start or the run's length (trainer.max_epochs, "
+                              "trainer.limit_train_batches)") from e
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

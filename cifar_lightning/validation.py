@@ -116,6 +116,7 @@ RULES: dict[str, Check] = {
     "module.weight_decay": number(0.0),
     "module.optimizer.lr": number(0.0, low_open=True),
     "module.optimizer.momentum": number(0.0, 1.0, high_open=True),
+    "module.finite_check_every_n_steps": integer(1),
     "module.scheduler.pct_start": number(0.0, 1.0, low_open=True, high_open=True),
     "module.scheduler.div_factor": number(0.0, low_open=True),
     "module.scheduler.final_div_factor": number(0.0, low_open=True),

@@ -16,14 +16,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
 from cifar_lightning import training, validation
 from cifar_lightning.data.sources import SyntheticSource
 from cifar_lightning.errors import ConfigError, DivergenceError
 from cifar_lightning.models.net import count_parameters
+from cifar_lightning.module import ClassifierModule
 from cifar_lightning.resume import ResumeError, checkpoint_path, resume_argv
 from cifar_lightning.training import load_weights
 from conftest import ROOT, TINY, clear_hydra, options, task_config
@@ -86,6 +89,7 @@ def compose(tmp_path: Path):
     (["++trainer.limit_train_batches=1.5"], "trainer.limit_train_batches=1.5: must be an integer >= 0 or a number in [0, 1]"),
     (["trainer.devices=4096"], "trainer.devices=4096: this machine has"),
     (["max_params=0"], "max_params=0: must be null or an integer >= 1"),
+    (["module.finite_check_every_n_steps=0"], "module.finite_check_every_n_steps=0: must be an integer >= 1"),
 ])
 def test_bad_values_are_rejected_in_one_line(compose, overrides: list[str], expected: str) -> None:
     with pytest.raises(ConfigError) as error:
@@ -297,6 +301,27 @@ def test_diverging_run_stops_at_once_and_is_marked_failed(tmp_path: Path) -> Non
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "failed"
     assert metrics["error"].startswith("DivergenceError: non-finite loss") and "lower module.optimizer.lr" in metrics["error"]
+
+
+def test_the_loss_is_read_every_n_steps_and_on_the_epochs_last_batch() -> None:
+    """The check waits for the GPU, so it skips the steps in between; NaN weights stay NaN until the next one."""
+    module = ClassifierModule(nn.Linear(2, 2), optimizer=torch.optim.SGD, finite_check_every_n_steps=4)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    module._trainer = SimpleNamespace(is_last_batch=False, optimizers=[optimizer], global_step=5, current_epoch=0)
+    nan = torch.tensor(float("nan"))
+    module.check_finite(nan, batch_idx=5)  # not a check step: no host sync, no error
+    with pytest.raises(DivergenceError, match="at step 5"):
+        module.check_finite(nan, batch_idx=8)
+    module._trainer.is_last_batch = True
+    with pytest.raises(DivergenceError):
+        module.check_finite(nan, batch_idx=5)
+    module.check_finite(torch.tensor(1.0), batch_idx=8)
+
+
+def test_a_one_cycle_schedule_too_short_to_build_is_a_config_error(tmp_path: Path) -> None:
+    # 2 epochs x 2 batches x pct_start 0.25 = one warm-up step: OneCycleLR divides by zero
+    with pytest.raises(ConfigError, match=r"module.scheduler cannot schedule a run of 4 optimizer steps .*pct_start"):
+        train_in_process([*TINY, "trainer.max_epochs=2", "module.scheduler.pct_start=0.25"], tmp_path)
 
 
 # --------------------------------------------------------------------------- 6. sweeps
