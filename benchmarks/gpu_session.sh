@@ -4,7 +4,8 @@
 # (Albumentations) path, all concurrently on one GPU; then everything but checkpoints is tarred.
 #
 #   bash benchmarks/gpu_session.sh            # DATA=/tmp/cifar10 (pickle layout), OUT=results dir
-# Knobs: EPOCHS (120), MAX_TIME (safety stop per run, DD:HH:MM:SS), RUNS (work dir), TRAINER, ARGS.
+# Knobs: EPOCHS (120), MAX_TIME (safety stop per run, DD:HH:MM:SS), RUNS (work dir), TRAINER, ARGS,
+# MODELS (the sweep's models, default strided,dilated), EXTRA_RUN.
 set -u
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 DATA=${DATA:-/tmp/cifar10}
@@ -14,6 +15,7 @@ EPOCHS=${EPOCHS:-120}
 MAX_TIME=${MAX_TIME:-00:00:05:30}
 TRAINER=${TRAINER:-gpu}   # TRAINER=cpu ARGS="++trainer.limit_train_batches=2 ..." for a dry run
 ARGS=${ARGS:-}
+MODELS=${MODELS:-strided,dilated}
 mkdir -p "$OUT" "$RUNS"
 quiet="~callbacks.progress_bar ++trainer.enable_progress_bar=false"
 common="trainer=$TRAINER data.root=$DATA data.download=false ++trainer.max_time=$MAX_TIME $quiet $ARGS"
@@ -27,7 +29,7 @@ if [ -f benchmarks/lightning_overhead.py ]; then
 fi
 
 start=$(date +%s)
-python3 train.py -m +experiment=study model=strided,dilated aug=cutout,ricap trainer.max_epochs=$EPOCHS $gpu \
+python3 train.py -m +experiment=study model=$MODELS aug=cutout,ricap trainer.max_epochs=$EPOCHS $gpu \
   hydra/launcher=joblib hydra.launcher.n_jobs=4 hydra.sweep.dir=$RUNS/study > "$RUNS/study.log" 2>&1 &
 for aug in cutout ricap; do
   python3 train.py +experiment=study model=strided_mid aug=$aug trainer.max_epochs=$EPOCHS $gpu \

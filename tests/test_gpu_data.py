@@ -57,3 +57,14 @@ def test_same_seed_gives_the_same_epochs():
     a = [x for x, _ in DeviceBatches(images, labels, 4, True, seed=3)]
     b = [x for x, _ in DeviceBatches(images, labels, 4, True, seed=3)]
     assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_ddp_ranks_train_and_evaluate_on_disjoint_shares():
+    images, labels = _images(11), torch.arange(11)
+    ranks = [DeviceBatches(images, labels, 2, True, padding=1, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    assert [len(b) for b in ranks] == [2, 2]  # 11 images / 2 ranks = 5 each -> 2 full batches per rank
+    seen = [torch.cat([y for _, y in b]) for b in ranks]
+    assert len(set(seen[0].tolist()) | set(seen[1].tolist())) == 8  # disjoint
+    evaluated = [torch.cat([y for _, y in DeviceBatches(images, labels, 4, False, rank=r, world_size=2)])
+                 for r in (0, 1)]
+    assert sorted(torch.cat(evaluated).tolist()) == list(range(11))  # every test image exactly once

@@ -9,6 +9,7 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -108,3 +109,14 @@ def test_ddp_relaunched_single_run(tmp_path: Path) -> None:
     metrics = assert_run_dir(tmp_path)
     assert metrics["epochs"] == 1 and metrics["best_val_acc"] is not None
     assert (tmp_path / "train_ddp_process_1.log").is_file()  # rank 1 ran train.py too
+
+
+def test_ddp_shares_the_device_resident_data_between_ranks(tmp_path: Path) -> None:
+    # data=cifar10_gpu is no DataLoader, so no DistributedSampler: each rank must take its own half itself.
+    overrides = [o for o in TINY if o != "data=synthetic"] + ["data=cifar10_gpu", "data/source=synthetic"]
+    result = run_python(["train.py", "trainer=ddp", *overrides, "++trainer.limit_train_batches=1.0",
+                         f"hydra.run.dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_run_dir(tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 1  # 32 training images, 2 ranks x batch 16: one step (two unshared)

@@ -40,19 +40,28 @@ def crop_flip(padded: Tensor, index: Tensor, size: int, padding: int, flip: bool
 
 
 class DeviceBatches:
-    """An epoch of batches from device-resident uint8 images; reshuffled (and re-augmented) each epoch."""
+    """An epoch of batches from device-resident uint8 images; reshuffled (and re-augmented) each epoch.
+
+    Under DDP each of ``world_size`` processes takes its own share (``rank``): every rank draws the same
+    permutation (same seed) and keeps every ``world_size``-th image of it, so the shares are disjoint and
+    all ranks step the same number of batches; evaluation images are dealt out the same way, and the
+    accuracy metrics add up over ranks.
+    """
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, train: bool, padding: int = 4,
-                 flip: bool = True, seed: int = 0) -> None:
+                 flip: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        if not train:
+            images, labels = images[rank::world_size], labels[rank::world_size]
         self.images = reflect_pad(images, padding) if train else images
         self.labels, self.batch_size, self.train = labels, batch_size, train
+        self.rank, self.world_size = rank, world_size
         self.padding, self.flip, self.size = padding, flip, images.shape[1]
         self.generator = torch.Generator(device=images.device)
         self.seed, self.epoch = seed, 0
 
     def __len__(self) -> int:
         n = len(self.labels)
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
+        return n // self.world_size // self.batch_size if self.train else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.labels)
@@ -62,7 +71,7 @@ class DeviceBatches:
             return
         self.generator.manual_seed(self.seed + self.epoch)  # a resumed epoch sees the same order
         self.epoch += 1
-        order = torch.randperm(n, device=self.images.device, generator=self.generator)
+        order = torch.randperm(n, device=self.images.device, generator=self.generator)[self.rank::self.world_size]
         for i in range(len(self)):
             index = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield crop_flip(self.images, index, self.size, self.padding, self.flip, self.generator), self.labels[index]
@@ -84,15 +93,17 @@ class GPUCIFAR10DataModule(CIFAR10DataModule):
         a = self.load()
         train_idx, val_idx = split_indices(len(a.train_labels), self.val_size, self.split_seed)
         device = self._device()
+        shard = {"rank": self.trainer.global_rank, "world_size": self.trainer.world_size} if self.trainer else {}
 
         def to_device(images, labels) -> tuple[Tensor, Tensor]:
             return torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
 
         self.train_batches = DeviceBatches(*to_device(a.train_images[train_idx], a.train_labels[train_idx]),
-                                           self.batch_size, True, self.padding, self.flip, self.seed)
+                                           self.batch_size, True, self.padding, self.flip, self.seed, **shard)
         self.val_batches = DeviceBatches(*to_device(a.train_images[val_idx], a.train_labels[val_idx]),
-                                         self.eval_batch_size, False)
-        self.test_batches = DeviceBatches(*to_device(a.test_images, a.test_labels), self.eval_batch_size, False)
+                                         self.eval_batch_size, False, **shard)
+        self.test_batches = DeviceBatches(*to_device(a.test_images, a.test_labels), self.eval_batch_size, False,
+                                          **shard)
 
     def train_dataloader(self) -> DeviceBatches:
         return self.train_batches
