@@ -92,8 +92,8 @@ class ClassifierModule(pl.LightningModule):
         """Stop a diverged run instead of training, validating and checkpointing NaN weights.
 
         Reading the loss makes the host wait for the GPU, so it is read every
-        ``finite_check_every_n_steps`` steps and on each epoch's last batch (before validation and the
-        epoch's checkpoint); NaN weights stay NaN, so a divergence between two checks is still caught.
+        ``finite_check_every_n_steps`` steps and on each epoch's last batch; NaN weights stay NaN, so weights
+        that went NaN before an epoch's last step are caught there, before validation and the checkpoint.
         """
         every = self.hparams.finite_check_every_n_steps
         if (batch_idx % every and not self.trainer.is_last_batch) or torch.isfinite(loss):
