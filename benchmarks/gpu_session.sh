@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One GPU session, as run on the lent H100/H200 (see README "Performance"): the study's 4-cell
-# sweep with our recipe on the device-resident data path, candidate variants, and the default
-# (Albumentations) path, all concurrently on one GPU; then everything but checkpoints is tarred.
+# sweep with our recipe on the device-resident data path, candidate models under +experiment=best,
+# and the default (Albumentations) path, all concurrently on one GPU; then everything but
+# checkpoints is tarred.
 #
 #   bash benchmarks/gpu_session.sh            # DATA=/tmp/cifar10 (pickle layout), OUT=results dir
 # Knobs: EPOCHS (120), MAX_TIME (safety stop per run, DD:HH:MM:SS), RUNS (work dir), TRAINER, ARGS,
-# MODELS (the sweep's models, default strided,dilated), EXTRA_RUN.
+# MODELS (the sweep's models, default strided,dilated), CANDIDATES (model presets trained with
+# +experiment=best, default "gated gated_dilated"), EXTRA_RUN.
 set -u
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 DATA=${DATA:-/tmp/cifar10}
@@ -16,6 +18,7 @@ MAX_TIME=${MAX_TIME:-00:00:05:30}
 TRAINER=${TRAINER:-gpu}   # TRAINER=cpu ARGS="++trainer.limit_train_batches=2 ..." for a dry run
 ARGS=${ARGS:-}
 MODELS=${MODELS:-strided,dilated}
+CANDIDATES=${CANDIDATES:-gated gated_dilated}
 mkdir -p "$OUT" "$RUNS"
 quiet="~callbacks.progress_bar ++trainer.enable_progress_bar=false"
 common="trainer=$TRAINER data.root=$DATA data.download=false ++trainer.max_time=$MAX_TIME $quiet $ARGS"
@@ -31,9 +34,9 @@ fi
 start=$(date +%s)
 python3 train.py -m +experiment=study model=$MODELS aug=cutout,ricap trainer.max_epochs=$EPOCHS $gpu \
   hydra/launcher=joblib hydra.launcher.n_jobs=4 hydra.sweep.dir=$RUNS/study > "$RUNS/study.log" 2>&1 &
-for aug in cutout ricap; do
-  python3 train.py +experiment=study model=strided_mid aug=$aug trainer.max_epochs=$EPOCHS $gpu \
-    hydra.run.dir=$RUNS/strided_mid_$aug > "$RUNS/strided_mid_$aug.log" 2>&1 &
+for model in $CANDIDATES; do
+  python3 train.py +experiment=best model=$model trainer.max_epochs=$EPOCHS $gpu \
+    hydra.run.dir=$RUNS/best_$model > "$RUNS/best_$model.log" 2>&1 &
 done
 # The default recipe on the default (Albumentations, CPU workers) data path, on the GPU.
 python3 train.py data.num_workers=5 $common \

@@ -7,8 +7,8 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from cifar_lightning.models.blocks import SeparableConv
-from cifar_lightning.models.net import Net, count_parameters
+from cifar_lightning.models.blocks import GatedBlock, ResidualBlock, SeparableConv
+from cifar_lightning.models.net import Net, Stage, count_parameters
 from cifar_lightning.models.receptive_field import format_table, layer_table, receptive_fields
 from conftest import compose_hydra, options
 
@@ -54,9 +54,13 @@ def test_preset_outputs_ten_logits(preset) -> None:
         assert net.eval()(torch.rand(3, 3, 32, 32)).shape == (3, 10)
 
 
-def test_preset_transitions_downsample_to_16_8_4(preset) -> None:
-    """C2-C4 are entered at 16, 8 and 4 px; the dilated preset gets there without any stride."""
-    name, net = preset
+STUDY_PRESETS = ["strided", "strided_mid", "dilated"]
+
+
+@pytest.mark.parametrize("name", STUDY_PRESETS)
+def test_study_preset_transitions_downsample_to_16_8_4(name) -> None:
+    """The study's C2-C4 are entered at 16, 8 and 4 px; the dilated preset gets there without any stride."""
+    net = instantiate(compose_hydra([f"model={name}"]).model)
     transitions = [m for m in net.stages if isinstance(m, SeparableConv)]
     sizes = []
     hooks = [t.register_forward_hook(lambda _m, _i, out: sizes.append(tuple(out.shape[-2:]))) for t in transitions]
@@ -71,6 +75,27 @@ def test_preset_transitions_downsample_to_16_8_4(preset) -> None:
         assert not [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.stride[0] > 1]
     else:
         assert [c.stride[0] for c in depthwise] == [2, 2, 2]
+
+
+def test_gated_block_keeps_shape_and_starts_from_its_skip() -> None:
+    """With the output 1x1 zeroed the block is exactly its (learned, per-channel) skip; the
+    depthwise conv is dilated as asked and its first 1x1 makes it a depthwise-separable conv."""
+    block = GatedBlock(8, hidden=6, dilation=2).eval()
+    x = torch.randn(2, 8, 5, 5)
+    assert block(x).shape == x.shape
+    assert (block.depthwise.groups, block.depthwise.dilation, block.expand.out_channels) == (8, (2, 2), 12)
+    nn.init.zeros_(block.project.weight)
+    nn.init.zeros_(block.project.bias)
+    with torch.no_grad():
+        block.skip_scale.fill_(0.5)
+        assert torch.allclose(block(x), 0.5 * x)
+
+
+def test_stage_block_replaces_the_residual_block() -> None:
+    assert isinstance(Stage(channels=8).make_block(), ResidualBlock)
+    stage = Stage(channels=8, blocks=2, block=lambda c: GatedBlock(c, hidden=4))
+    net = Net(stem_channels=8, stages=[stage])
+    assert [type(m) for m in net.stages] == [GatedBlock, GatedBlock]
 
 
 def test_receptive_fields_by_hand() -> None:

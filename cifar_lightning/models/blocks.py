@@ -1,4 +1,4 @@
-"""Composable layers of the study's network: conv-BN-ReLU, depthwise-separable conv, residual block.
+"""Composable layers of the study's network: conv-BN-ReLU, depthwise-separable conv, residual blocks.
 
 Every layer that can downsample takes ``stride``, ``dilation`` and ``padding`` so the same
 blocks build both presets: stride-2 transitions (``model=strided``) and valid dilated
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from functools import partial
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -62,3 +64,26 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
+
+
+class GatedBlock(nn.Module):
+    """``skip_scale * x + ffn(norm(depthwise(x)))``: a depthwise k x k conv mixes space, a gated 1 x 1
+    feed-forward (GELU(a) * b, as in xvel/cifar10-tiniest) mixes channels.
+
+    Together the depthwise conv and the first 1 x 1 are a depthwise-separable conv with BN between.
+    Per block ~k*k*C + 3*C*hidden parameters: the gate buys a multiplicative nonlinearity that a
+    55k-parameter net cannot afford to get from width. ``skip_scale`` is learned per channel.
+    """
+
+    def __init__(self, channels: int, hidden: int, kernel_size: int = 3, dilation: int = 1) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, kernel_size, padding=same_padding(kernel_size, dilation),
+                                   dilation=dilation, groups=channels, bias=False)
+        self.norm = nn.BatchNorm2d(channels)
+        self.expand = nn.Conv2d(channels, 2 * hidden, 1)
+        self.project = nn.Conv2d(hidden, channels, 1)
+        self.skip_scale = nn.Parameter(torch.ones(1, channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.expand(self.norm(self.depthwise(x))).chunk(2, dim=1)
+        return self.skip_scale * x + self.project(F.gelu(a) * b)

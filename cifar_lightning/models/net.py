@@ -19,7 +19,11 @@ Transition = Callable[[int, int], nn.Module]
 
 @dataclass
 class Stage:
-    """One C-block: an optional transition (in_channels, channels) -> module, then residual blocks."""
+    """One C-block: an optional transition (in_channels, channels) -> module, then residual blocks.
+
+    ``block`` (channels) -> module replaces the default :class:`ResidualBlock` (whose shape
+    ``depth``, ``separable``, ``dilation`` and ``mid_activation`` set), e.g. a partial :class:`GatedBlock`.
+    """
 
     channels: int
     blocks: int = 1
@@ -28,6 +32,12 @@ class Stage:
     dilation: int = 1
     mid_activation: bool = False
     transition: Transition | None = None
+    block: Callable[[int], nn.Module] | None = None
+
+    def make_block(self) -> nn.Module:
+        if self.block is not None:
+            return self.block(self.channels)
+        return ResidualBlock(self.channels, self.depth, self.separable, self.dilation, self.mid_activation)
 
 
 class Normalize(nn.Module):
@@ -61,8 +71,7 @@ class Net(nn.Module):
                 raise ValueError(f"model.stages[{i}]: channels {stage.channels} != incoming {width}; "
                                  "add a transition or match the width")
             width = stage.channels
-            layers += [ResidualBlock(width, stage.depth, stage.separable, stage.dilation, stage.mid_activation)
-                       for _ in range(stage.blocks)]
+            layers += [stage.make_block() for _ in range(stage.blocks)]
         self.stages = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(width, num_classes)
