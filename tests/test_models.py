@@ -10,6 +10,7 @@ from torch import nn
 from cifar_lightning.models.blocks import GatedBlock, ResidualBlock, SeparableConv
 from cifar_lightning.models.net import Net, Stage, count_parameters
 from cifar_lightning.models.receptive_field import format_table, layer_table, receptive_fields
+from cifar_lightning.module import decay_groups
 from conftest import compose_hydra, options
 
 
@@ -89,6 +90,14 @@ def test_gated_block_keeps_shape_and_starts_from_its_skip() -> None:
     with torch.no_grad():
         block.skip_scale.fill_(0.5)
         assert torch.allclose(block(x), 0.5 * x)
+
+
+def test_gated_block_skip_scale_gets_no_weight_decay() -> None:
+    """Like a BN scale, the skip gain is not pulled toward zero (it would fade the residual path)."""
+    block = GatedBlock(8, hidden=6)
+    decay, no_decay = decay_groups(block, 5e-4)
+    assert any(p is block.skip_scale for p in no_decay["params"])
+    assert not any(p is block.skip_scale for p in decay["params"])
 
 
 def test_stage_block_replaces_the_residual_block() -> None:

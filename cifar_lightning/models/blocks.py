@@ -72,7 +72,8 @@ class GatedBlock(nn.Module):
 
     Together the depthwise conv and the first 1 x 1 are a depthwise-separable conv with BN between.
     Per block ~k*k*C + 3*C*hidden parameters: the gate buys a multiplicative nonlinearity that a
-    55k-parameter net cannot afford to get from width. ``skip_scale`` is learned per channel.
+    55k-parameter net cannot afford to get from width. ``skip_scale`` is a learned per-channel gain,
+    kept 1-D so that, like BN scales, it gets no weight decay (``module.decay_groups``).
     """
 
     def __init__(self, channels: int, hidden: int, kernel_size: int = 3, dilation: int = 1) -> None:
@@ -82,8 +83,8 @@ class GatedBlock(nn.Module):
         self.norm = nn.BatchNorm2d(channels)
         self.expand = nn.Conv2d(channels, 2 * hidden, 1)
         self.project = nn.Conv2d(hidden, channels, 1)
-        self.skip_scale = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.skip_scale = nn.Parameter(torch.ones(channels))
 
     def forward(self, x: Tensor) -> Tensor:
         a, b = self.expand(self.norm(self.depthwise(x))).chunk(2, dim=1)
-        return self.skip_scale * x + self.project(F.gelu(a) * b)
+        return self.skip_scale.view(1, -1, 1, 1) * x + self.project(F.gelu(a) * b)
