@@ -7,7 +7,7 @@
 #   bash benchmarks/gpu_session.sh            # DATA=/tmp/cifar10 (pickle layout), OUT=results dir
 # Knobs: EPOCHS (120), MAX_TIME (safety stop per run, DD:HH:MM:SS), RUNS (work dir), TRAINER, ARGS,
 # MODELS (the sweep's models, default strided,dilated), CANDIDATES (model presets trained with
-# +experiment=best, default "gated gated_dilated"), EXTRA_RUN.
+# +experiment=best, default "gated"), EXTRA_RUN.
 set -u
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 DATA=${DATA:-/tmp/cifar10}
@@ -18,7 +18,7 @@ MAX_TIME=${MAX_TIME:-00:00:05:30}
 TRAINER=${TRAINER:-gpu}   # TRAINER=cpu ARGS="++trainer.limit_train_batches=2 ..." for a dry run
 ARGS=${ARGS:-}
 MODELS=${MODELS:-strided,dilated}
-CANDIDATES=${CANDIDATES:-gated gated_dilated}
+CANDIDATES=${CANDIDATES:-gated}
 mkdir -p "$OUT" "$RUNS"
 quiet="~callbacks.progress_bar ++trainer.enable_progress_bar=false"
 common="trainer=$TRAINER data.root=$DATA data.download=false ++trainer.max_time=$MAX_TIME $quiet $ARGS"
