@@ -55,10 +55,10 @@ def test_preset_outputs_ten_logits(preset) -> None:
         assert net.eval()(torch.rand(3, 3, 32, 32)).shape == (3, 10)
 
 
-STUDY_PRESETS = ["strided", "strided_mid", "dilated"]
+FOUR_STAGE_PRESETS = ["strided", "strided_mid", "dilated"]  # the study's C1-C4 layout (model=gated stops at 8x8)
 
 
-@pytest.mark.parametrize("name", STUDY_PRESETS)
+@pytest.mark.parametrize("name", FOUR_STAGE_PRESETS)
 def test_study_preset_transitions_downsample_to_16_8_4(name) -> None:
     """The study's C2-C4 are entered at 16, 8 and 4 px; the dilated preset gets there without any stride."""
     net = instantiate(compose_hydra([f"model={name}"]).model)
@@ -78,7 +78,7 @@ def test_study_preset_transitions_downsample_to_16_8_4(name) -> None:
         assert [c.stride[0] for c in depthwise] == [2, 2, 2]
 
 
-def test_gated_block_keeps_shape_and_starts_from_its_skip() -> None:
+def test_gated_block_keeps_shape_and_is_its_skip_when_the_ffn_is_zero() -> None:
     """With the output 1x1 zeroed the block is exactly its (learned, per-channel) skip; the
     depthwise conv is dilated as asked and its first 1x1 makes it a depthwise-separable conv."""
     block = GatedBlock(8, hidden=6, dilation=2).eval()
