@@ -105,6 +105,8 @@ def test_stage_block_replaces_the_residual_block() -> None:
     stage = Stage(channels=8, blocks=2, block=lambda c: GatedBlock(c, hidden=4))
     net = Net(stem_channels=8, stages=[stage])
     assert [type(m) for m in net.stages] == [GatedBlock, GatedBlock]
+    with pytest.raises(ValueError, match="dilation set beside `block`"):
+        Stage(channels=8, dilation=2, block=lambda c: GatedBlock(c, hidden=4)).make_block()
 
 
 def test_receptive_fields_by_hand() -> None:

@@ -36,6 +36,11 @@ class Stage:
 
     def make_block(self) -> nn.Module:
         if self.block is not None:
+            residual_only = {"depth": 2, "separable": False, "dilation": 1, "mid_activation": False}
+            ignored = [k for k, default in residual_only.items() if getattr(self, k) != default]
+            if ignored:  # they shape only the default ResidualBlock: silently dropping them would mislead
+                raise ValueError(f"model.stages: {', '.join(ignored)} set beside `block`; give them to the block "
+                                 "(e.g. block.dilation) or drop `block`")
             return self.block(self.channels)
         return ResidualBlock(self.channels, self.depth, self.separable, self.dilation, self.mid_activation)
 
