@@ -7,7 +7,7 @@
 #   bash benchmarks/gpu_session.sh            # DATA=/tmp/cifar10 (pickle layout), OUT=results dir
 # Knobs: EPOCHS (120), MAX_TIME (safety stop per run, DD:HH:MM:SS), RUNS (work dir), TRAINER, ARGS,
 # MODELS (the sweep's models, default strided,dilated), CANDIDATES (model presets trained with
-# +experiment=best, default "gated"), EXTRA_RUN.
+# +experiment=best, each "preset[:epochs]", default "iterated:70"), EXTRA_RUN.
 set -u
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 DATA=${DATA:-/tmp/cifar10}
@@ -18,7 +18,7 @@ MAX_TIME=${MAX_TIME:-00:00:05:30}
 TRAINER=${TRAINER:-gpu}   # TRAINER=cpu ARGS="++trainer.limit_train_batches=2 ..." for a dry run
 ARGS=${ARGS:-}
 MODELS=${MODELS:-strided,dilated}
-CANDIDATES=${CANDIDATES:-gated}
+CANDIDATES=${CANDIDATES:-iterated:70}
 mkdir -p "$OUT" "$RUNS"
 quiet="~callbacks.progress_bar ++trainer.enable_progress_bar=false"
 common="trainer=$TRAINER data.root=$DATA data.download=false ++trainer.max_time=$MAX_TIME $quiet $ARGS"
@@ -34,8 +34,9 @@ fi
 start=$(date +%s)
 python3 train.py -m +experiment=study model=$MODELS aug=cutout,ricap trainer.max_epochs=$EPOCHS $gpu \
   hydra/launcher=joblib hydra.launcher.n_jobs=4 hydra.sweep.dir=$RUNS/study > "$RUNS/study.log" 2>&1 &
-for model in $CANDIDATES; do
-  python3 train.py +experiment=best model=$model trainer.max_epochs=$EPOCHS $gpu \
+for candidate in $CANDIDATES; do
+  model=${candidate%%:*}; epochs=${candidate#*:}; [ "$epochs" = "$candidate" ] && epochs=$EPOCHS
+  python3 train.py +experiment=best model=$model trainer.max_epochs=$epochs $gpu \
     hydra.run.dir=$RUNS/best_$model > "$RUNS/best_$model.log" 2>&1 &
 done
 # The default recipe on the default (Albumentations, CPU workers) data path, on the GPU.

@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from cifar_lightning.models.blocks import GatedBlock, ResidualBlock, SeparableConv
+from cifar_lightning.models.blocks import GatedBlock, IteratedBlock, ResidualBlock, SeparableConv
 from cifar_lightning.models.net import Net, Stage, count_parameters
 from cifar_lightning.models.receptive_field import format_table, layer_table, receptive_fields
 from cifar_lightning.module import decay_groups
@@ -98,6 +98,35 @@ def test_gated_block_skip_scale_gets_no_weight_decay() -> None:
     decay, no_decay = decay_groups(block, 5e-4)
     assert any(p is block.skip_scale for p in no_decay["params"])
     assert not any(p is block.skip_scale for p in decay["params"])
+
+
+def test_iterated_block_shares_one_conv_and_downsamples_by_stride() -> None:
+    """One depthwise-separable conv's weights serve every iteration (the stride-2 ones too), each
+    iteration has its own BN and mix row; the layer table sees every application with its stride."""
+    channels, iterations, history = 8, 5, 3
+    block = IteratedBlock(channels, iterations, downsample_at=[1, 3], history=history)
+    assert block.depthwise_stride2.weight is block.depthwise.weight
+    assert count_parameters(block) == 9 * channels + channels**2 + 2 * channels * iterations + iterations * (history + 1)
+    x = torch.randn(2, channels, 9, 9)
+    assert block(x).shape == (2, channels, 3, 3)  # 9 -> 5 -> 3, as a stride-2 conv with padding 1 rounds
+    rows = layer_table(block, input_size=(channels, 9, 9))
+    depthwise = [r for r in rows if r.layer.startswith("depthwise")]
+    assert [r.stride for r in depthwise] == [1, 2, 1, 2, 1] and len(rows) == 2 * iterations
+    assert depthwise[-1].receptive_field == 1 + 2 * (1 + 1 + 2 + 2 + 4)  # 3x3 kernels at jumps 1, 1, 2, 2, 4
+
+
+def test_iterated_block_is_its_skip_path_when_the_conv_is_muted() -> None:
+    """With the new features weighted 0 the block only carries the latest state forward (through
+    fresh eval-mode BNs, ~identity): the input, subsampled at each stride-2 iteration."""
+    block = IteratedBlock(4, iterations=4, downsample_at=[0, 2], history=2).eval()
+    with torch.no_grad():
+        block.mix.view(4, 3)[:, 0] = 0.0
+        x = torch.randn(1, 4, 8, 8)
+        torch.testing.assert_close(block(x), x[:, :, ::4, ::4], atol=1e-4, rtol=1e-4)
+    decay, no_decay = decay_groups(block, 5e-4)
+    assert any(p is block.mix for p in no_decay["params"]) and not any(p is block.mix for p in decay["params"])
+    with pytest.raises(ValueError, match="downsample_at"):
+        IteratedBlock(4, iterations=4, downsample_at=[4])
 
 
 def test_stage_block_replaces_the_residual_block() -> None:
