@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 import cifar_lightning  # noqa: F401 - registers the config resolvers
 from cifar_lightning.data.datamodule import CIFAR10DataModule
 from cifar_lightning.data.sources import DatasetError
-from cifar_lightning.export import load_exported
+from cifar_lightning.export import export_model, load_exported
 from cifar_lightning.module import predict_logits, to_float_nchw
 from cifar_lightning.predictions import PredictionCollector, Predictions
 
@@ -143,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> Predictions:
     parser.add_argument("--tta-flip", action="store_true",
                         help="average the logits of each image and its mirror (also on if the run's module.tta_flip is)")
     parser.add_argument("--device", default=default_device())
+    parser.add_argument("--export", metavar="OUT.pt2",
+                        help="also write the evaluated model as a torch.export program (flip TTA built in if on)")
     args = parser.parse_args(argv)
 
     try:
@@ -156,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> Predictions:
                     precision=OmegaConf.select(cfg, "trainer.precision"))
     print(f"{args.model} (flip TTA {'on' if tta_flip else 'off'}, {args.device})")
     print(format_report(preds, datamodule.classes))
+    if args.export:
+        print(f"exported to {export_model(model, args.export, tta_flip=tta_flip)}")
     return preds
 
 

@@ -184,7 +184,7 @@ def test_report_rebuilds_a_sweep(sweep: Path, tmp_path: Path) -> None:
             assert_png(run_dir / name)
 
 
-def test_evaluate_a_run_a_checkpoint_and_an_exported_model(sweep: Path, capsys) -> None:
+def test_evaluate_a_run_a_checkpoint_and_an_exported_model(sweep: Path, capsys, tmp_path: Path) -> None:
     run_dir = run_dirs(sweep)[1]
     test_acc = metrics_of(run_dir)["test_acc"]
     preds = evaluate.main([str(run_dir), "data.eval_batch_size=10", "--device", "cpu"])
@@ -196,8 +196,14 @@ def test_evaluate_a_run_a_checkpoint_and_an_exported_model(sweep: Path, capsys) 
     assert checkpoint.name != "last.ckpt"
     from_ckpt = evaluate.main([str(checkpoint), "--device", "cpu"])
     torch.testing.assert_close(from_ckpt.logits, preds.logits, atol=1e-4, rtol=1e-4)
-    flipped = evaluate.main([str(run_dir / "model.pt2"), "--tta-flip", "--device", "cpu"])
+    shutil.copytree(run_dir / ".hydra", tmp_path / ".hydra")  # the export's own run dir: same config
+    flipped = evaluate.main([str(run_dir / "model.pt2"), "--tta-flip", "--device", "cpu",
+                             "--export", str(tmp_path / "tta.pt2")])
     assert "flip TTA on" in capsys.readouterr().out
     assert not torch.allclose(flipped.logits, preds.logits)
+    # the re-exported program has the flip averaging built in: it scores what --tta-flip scored
+    rescored = evaluate.main([str(tmp_path / "tta.pt2"), "--device", "cpu"])
+    assert "flip TTA off" in capsys.readouterr().out
+    torch.testing.assert_close(rescored.logits, flipped.logits, atol=1e-5, rtol=1e-5)
     with pytest.raises(SystemExit):
         evaluate.main([str(run_dir), "data=folder"])

@@ -51,7 +51,7 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, s
 def train_in_process(overrides: Sequence[str], output_dir: Path) -> dict:
     """``run()`` as train.py calls it, less the model.pt2 export: seconds per run, and no metric depends on it."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "export_model", lambda net, path: None)
+        patch.setattr(training, "export_model", lambda net, path, **_: None)
         try:
             training.run(task_config(overrides, output_dir))
         finally:

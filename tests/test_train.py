@@ -27,7 +27,7 @@ def test_every_model_and_aug_trains_and_tests(model: str, aug: str, compose_task
     only checked to receive the trained net; test_export.py and the command runs below export for real.
     """
     exported = []
-    monkeypatch.setattr(training, "export_model", lambda net, path: exported.append((net, Path(path))))
+    monkeypatch.setattr(training, "export_model", lambda net, path, **_: exported.append((net, Path(path))))
     cfg = compose_task([*TINY, f"model={model}", f"aug={aug}", "++trainer.fast_dev_run=true"], output_dir=tmp_path)
     training.run(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -64,7 +64,7 @@ def test_train_py_command(tmp_path: Path) -> None:
 def test_val_size_zero_trains_on_everything_and_tests_the_last_epoch(compose_task, monkeypatch,
                                                                      tmp_path: Path) -> None:
     """``data.val_size=0`` (as the README says): no validation, no best-val selection, the last weights are tested."""
-    monkeypatch.setattr(training, "export_model", lambda net, path: None)
+    monkeypatch.setattr(training, "export_model", lambda net, path, **_: None)
     cfg = compose_task([*TINY, "data.val_size=0", "trainer.max_epochs=1"], output_dir=tmp_path)
     training.run(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
