@@ -24,6 +24,7 @@ from cifar_lightning.models.net import count_parameters
 from cifar_lightning.models.receptive_field import format_table, layer_table
 from cifar_lightning.module import ClassifierModule
 from cifar_lightning.resume import checkpoint_path
+from cifar_lightning.warm_start import load_network_weights
 from cifar_lightning.validation import check_output_dir, validate_config, validate_data, validate_model
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
+    if cfg.get("init_weights") and not resume:  # a resumed run restores its own weights
+        load_network_weights(module.net, cfg.init_weights)
     datamodule.prepare_data()
     validate_data(cfg, datamodule.load())
     validate_model(cfg, module.net)
@@ -80,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         load_weights(module, best)
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     if trainer.is_global_zero:
-        export_model(module.net, out / "model.pt2")
+        export_model(module.net, out / "model.pt2", tta_flip=module.hparams.tta_flip)
 
     speed = next((cb for cb in trainer.callbacks if isinstance(cb, TrainSpeed)), None)
     artefacts = next((cb for cb in trainer.callbacks if isinstance(cb, RunArtefacts)), None)

@@ -1,0 +1,50 @@
+"""Start a run from a trained network's weights: ``python train.py init_weights=<model.pt2 | x.ckpt | run_dir>``.
+
+Unlike ``resume=`` (same run, same optimizer and schedule, continued), this starts a new run whose
+network begins where another one ended, with a fresh optimizer and schedule: fine-tuning, or
+finishing the annealing of a run that a time limit stopped early. The weights must fit the run's
+``model`` preset exactly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from cifar_lightning.errors import UserError, first_line
+
+PREFIX = "net."  # ClassifierModule.net in checkpoints; export.FlipAveraged.net in flip-TTA programs
+
+
+class WarmStartError(UserError):
+    """The weights to start from are missing, unreadable or do not fit the network."""
+
+
+def network_state(path: str | Path) -> dict[str, Tensor]:
+    """The network's parameters and buffers stored in an exported program, a Lightning checkpoint or
+    a run directory (its ``model.pt2``), with the module prefixes stripped."""
+    path = Path(path).expanduser()
+    path = path / "model.pt2" if path.is_dir() else path
+    if not path.is_file():
+        raise WarmStartError(f"init_weights={path}: no such file; pass a model.pt2, a .ckpt or a run directory")
+    try:
+        if path.suffix == ".pt2":
+            state = dict(torch.export.load(str(path)).state_dict)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as e:  # a truncated or foreign file: say which, not a traceback
+        raise WarmStartError(f"init_weights={path}: cannot read weights ({type(e).__name__}: {first_line(e)}); "
+                             "pass a model.pt2 or a Lightning .ckpt written by this project") from e
+    if any(k.startswith(PREFIX) for k in state):
+        state = {k.removeprefix(PREFIX): v for k, v in state.items() if k.startswith(PREFIX)}
+    return state
+
+
+def load_network_weights(net: nn.Module, path: str | Path) -> None:
+    """Copy the weights at ``path`` into ``net``; every tensor must match by name and shape."""
+    try:
+        net.load_state_dict(network_state(path))
+    except RuntimeError as e:
+        raise WarmStartError(f"init_weights={path}: its weights do not fit this model ({first_line(e)}); "
+                             "use the model preset it was trained with") from e
