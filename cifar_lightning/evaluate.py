@@ -1,6 +1,6 @@
 """Test a trained model again, without Lightning's trainer: accuracy, per-class accuracy, confusion matrix.
 
-    python -m cifar_lightning.evaluate <run_dir | model.pt2 | checkpoint.ckpt> [key=value ...] [--tta-flip]
+    python -m cifar_lightning.evaluate <run_dir | model.pt2 | checkpoint.ckpt> [key=value ...] [--tta-flip] [--export out.pt2]
 
 A run directory (or a file inside one) brings its saved config, ``<run_dir>/.hydra/config.yaml``:
 the data to test on and, for a checkpoint, the network to rebuild; ``key=value`` arguments
