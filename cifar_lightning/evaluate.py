@@ -27,6 +27,7 @@ from cifar_lightning.data.sources import DatasetError
 from cifar_lightning.export import export_model, load_exported
 from cifar_lightning.module import predict_logits, to_float_nchw
 from cifar_lightning.predictions import PredictionCollector, Predictions
+from cifar_lightning.warm_start import WarmStartError, network_state
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -78,9 +79,8 @@ def load_model(path: str | Path, cfg: DictConfig) -> nn.Module:
         path = path / "model.pt2" if (path / "model.pt2").is_file() else best_checkpoint(path)
     if path.suffix == ".pt2":
         return load_exported(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     net = instantiate(cfg.model)
-    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    net.load_state_dict(network_state(path))
     return net.eval()
 
 
@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> Predictions:
         cfg = load_config(find_run_dir(args.model), args.overrides)
         datamodule = load_datamodule(cfg)
         model = load_model(args.model, cfg)
-    except (ValueError, FileNotFoundError, DatasetError) as error:  # the user's to fix: one line, no traceback
+    except (ValueError, FileNotFoundError, DatasetError, WarmStartError) as error:  # the user's to fix: one line, no traceback
         parser.error(str(error))
     tta_flip = args.tta_flip or bool(OmegaConf.select(cfg, "module.tta_flip", default=False))
     preds = predict(model, datamodule.test_dataloader(), tta_flip, args.device,

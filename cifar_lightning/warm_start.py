@@ -23,18 +23,19 @@ class WarmStartError(UserError):
 
 def network_state(path: str | Path) -> dict[str, Tensor]:
     """The network's parameters and buffers stored in an exported program, a Lightning checkpoint or
-    a run directory (its ``model.pt2``), with the module prefixes stripped."""
+    a run directory (its ``model.pt2``), with the module prefixes stripped (also what
+    ``evaluate`` loads a checkpoint with)."""
     path = Path(path).expanduser()
     path = path / "model.pt2" if path.is_dir() else path
     if not path.is_file():
-        raise WarmStartError(f"init_weights={path}: no such file; pass a model.pt2, a .ckpt or a run directory")
+        raise WarmStartError(f"{path}: no such file; pass a model.pt2, a .ckpt or a run directory")
     try:
         if path.suffix == ".pt2":
             state = dict(torch.export.load(str(path)).state_dict)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as e:  # a truncated or foreign file: say which, not a traceback
-        raise WarmStartError(f"init_weights={path}: cannot read weights ({type(e).__name__}: {first_line(e)}); "
+        raise WarmStartError(f"{path}: cannot read weights ({type(e).__name__}: {first_line(e)}); "
                              "pass a model.pt2 or a Lightning .ckpt written by this project") from e
     if any(k.startswith(PREFIX) for k in state):
         state = {k.removeprefix(PREFIX): v for k, v in state.items() if k.startswith(PREFIX)}
