@@ -2,6 +2,9 @@
 
     python -m cifar_lightning.evaluate <run_dir | model.pt2 | checkpoint.ckpt> [key=value ...] [--tta-flip] [--export out.pt2]
 
+Test-time augmentation: ``--tta-flip`` (or the run's ``module.tta_flip``) and the shifted views of
+``module.tta_shifts`` (the run's, or e.g. ``'module.tta_shifts=[[1,1],[-1,-1],[1,-1],[-1,1]]'``).
+
 A run directory (or a file inside one) brings its saved config, ``<run_dir>/.hydra/config.yaml``:
 the data to test on and, for a checkpoint, the network to rebuild; ``key=value`` arguments
 override it (``data.root=/data/cifar10``). A model outside any run is tested on ``conf/``
@@ -25,9 +28,10 @@ import cifar_lightning  # noqa: F401 - registers the config resolvers
 from cifar_lightning.data.datamodule import CIFAR10DataModule
 from cifar_lightning.data.sources import DatasetError
 from cifar_lightning.export import export_model, load_exported
-from cifar_lightning.module import predict_logits, to_float_nchw
+from cifar_lightning.module import to_float_nchw
 from cifar_lightning.predictions import PredictionCollector, Predictions
-from cifar_lightning.warm_start import WarmStartError, network_state
+from cifar_lightning.tta import Shifts, predict_logits
+from cifar_lightning.warm_start import PREFIX, WarmStartError, network_state
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -84,6 +88,21 @@ def load_model(path: str | Path, cfg: DictConfig) -> nn.Module:
     return net.eval()
 
 
+def tta_built_in(model: nn.Module) -> bool:
+    """A program exported with TTA (``tta.TestTimeAveraged``, a TTA run's ``model.pt2``) keeps its network
+    under ``net.``."""
+    return any(k.startswith(PREFIX) for k in model.state_dict())
+
+
+def tta_settings(model: nn.Module, cfg: DictConfig, flip: bool = False) -> tuple[bool, list]:
+    """(flip, shifts) to apply when testing ``model``: ``flip`` or the config's ``module.tta_flip``, and its
+    ``module.tta_shifts``; none for a program with TTA built in, which would otherwise average views of views."""
+    if tta_built_in(model):
+        return False, []
+    return (flip or bool(OmegaConf.select(cfg, "module.tta_flip", default=False)),
+            OmegaConf.to_container(OmegaConf.select(cfg, "module.tta_shifts", default=[])))
+
+
 def load_datamodule(cfg: DictConfig) -> CIFAR10DataModule:
     """The run's data, set up in this process (no loader workers: one pass over the test set; the GPU
     data path, which has none, holds the data on the CPU here since no trainer gives it a device)."""
@@ -103,14 +122,14 @@ def autocast(device: str | torch.device, precision: str | None) -> contextlib.Ab
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, tta_flip: bool = False, device: str | torch.device = "cpu",
-            max_wrong: int = 25, precision: str | None = None) -> Predictions:
+            max_wrong: int = 25, precision: str | None = None, tta_shifts: Shifts = ()) -> Predictions:
     """Logits of every test image, in loader order; the loader yields (uint8 NHWC images, labels)."""
     model = model.to(device)
     collector = PredictionCollector(max_wrong)
     for images, labels in loader:
         images = to_float_nchw(images.to(device), channels_last=False)
         with autocast(device, precision):
-            logits = predict_logits(model, images, tta_flip)
+            logits = predict_logits(model, images, tta_flip, tta_shifts)
         collector.update(images, logits, labels)
     return collector.result()
 
@@ -141,10 +160,11 @@ def main(argv: Sequence[str] | None = None) -> Predictions:
     parser.add_argument("model", help="a run directory, a model.pt2 or a Lightning .ckpt")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.root=/data/cifar10")
     parser.add_argument("--tta-flip", action="store_true",
-                        help="average the logits of each image and its mirror (also on if the run's module.tta_flip is)")
+                        help="average the logits of each image and its mirror (also on if the run's module.tta_flip "
+                             "is; a program with TTA built in is tested as it is)")
     parser.add_argument("--device", default=default_device())
     parser.add_argument("--export", metavar="OUT.pt2",
-                        help="also write the evaluated model as a torch.export program (flip TTA built in if on)")
+                        help="also write the evaluated model as a torch.export program (its TTA built in)")
     args = parser.parse_args(argv)
 
     try:
@@ -153,13 +173,15 @@ def main(argv: Sequence[str] | None = None) -> Predictions:
         model = load_model(args.model, cfg)
     except (ValueError, FileNotFoundError, DatasetError, WarmStartError) as error:  # the user's to fix: one line, no traceback
         parser.error(str(error))
-    tta_flip = args.tta_flip or bool(OmegaConf.select(cfg, "module.tta_flip", default=False))
+    tta_flip, tta_shifts = tta_settings(model, cfg, args.tta_flip)
     preds = predict(model, datamodule.test_dataloader(), tta_flip, args.device,
-                    precision=OmegaConf.select(cfg, "trainer.precision"))
-    print(f"{args.model} (flip TTA {'on' if tta_flip else 'off'}, {args.device})")
+                    precision=OmegaConf.select(cfg, "trainer.precision"), tta_shifts=tta_shifts)
+    tta = ("TTA built into the program" if tta_built_in(model)
+           else f"flip TTA {'on' if tta_flip else 'off'}, shifts {tta_shifts or 'none'}")
+    print(f"{args.model} ({tta}, {args.device})")
     print(format_report(preds, datamodule.classes))
     if args.export:
-        print(f"exported to {export_model(model, args.export, tta_flip=tta_flip)}")
+        print(f"exported to {export_model(model, args.export, tta_flip=tta_flip, tta_shifts=tta_shifts)}")
     return preds
 
 

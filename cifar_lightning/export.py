@@ -12,26 +12,16 @@ import torch
 from torch import nn
 
 from cifar_lightning.io import atomic_path
-from cifar_lightning.module import predict_logits
+from cifar_lightning.tta import Shifts, TestTimeAveraged
 
 
-class FlipAveraged(nn.Module):
-    """``net``'s logits averaged over each image and its mirror (flip test-time augmentation) as one
-    module, so the exported program of a ``module.tta_flip`` run scores what that run's test scored."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return predict_logits(self.net, x, tta_flip=True)
-
-
-def export_model(net: nn.Module, path: str | Path, image_size: int = 32, tta_flip: bool = False) -> Path:
-    """Export ``net`` (eval mode, float32, CPU; wrapped in :class:`FlipAveraged` if ``tta_flip``) with a
-    dynamic batch dimension; written atomically."""
+def export_model(net: nn.Module, path: str | Path, image_size: int = 32, tta_flip: bool = False,
+                 tta_shifts: Shifts = ()) -> Path:
+    """Export ``net`` (eval mode, float32, CPU) with a dynamic batch dimension, written atomically; with
+    test-time augmentation (``tta_flip``, ``tta_shifts``) built in, so the program scores what the run's
+    test scored."""
     model = copy.deepcopy(net).float().cpu().eval().to(memory_format=torch.contiguous_format)
-    model = FlipAveraged(model) if tta_flip else model
+    model = TestTimeAveraged(model, tta_flip, tta_shifts) if tta_flip or tta_shifts else model
     example = torch.rand(2, 3, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))

@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_lightning.batch_aug import NoBatchAug
+from cifar_lightning.distill import Distillation
 from cifar_lightning.errors import ConfigError, DivergenceError
+from cifar_lightning.tta import Shifts, predict_logits
 
 BatchAug = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -29,12 +31,6 @@ def to_float_nchw(images: Tensor, channels_last: bool = True) -> Tensor:
     return images.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def predict_logits(net: nn.Module, x: Tensor, tta_flip: bool = False) -> Tensor:
-    """Logits for evaluation, averaged with the mirrored image's when ``tta_flip`` is on."""
-    logits = net(x)
-    return (logits + net(x.flip(3))) / 2 if tta_flip else logits
-
-
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on conv/linear weights only: decaying BN scales and biases hurts small nets."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
@@ -43,19 +39,23 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 class ClassifierModule(pl.LightningModule):
-    """Image classifier around ``net``; ``batch_aug`` maps (images, labels) -> (images, soft targets)."""
+    """Image classifier around ``net``; ``batch_aug`` maps (images, labels) -> (images, soft targets);
+    ``distill`` (optional) adds a teacher's soft targets to the training loss."""
 
     def __init__(self, net: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None,
                  batch_aug: BatchAug | None = None, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
                  num_classes: int = 10, channels_last: bool = True, tta_flip: bool = False,
-                 compile: bool = False, finite_check_every_n_steps: int = 10) -> None:
+                 tta_shifts: Shifts = (), compile: bool = False, finite_check_every_n_steps: int = 10,
+                 distill: Distillation | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "batch_aug"])
+        tta_shifts = [[int(dx), int(dy)] for dx, dy in tta_shifts]  # plain lists: checkpoints load weights_only
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "batch_aug", "distill"])
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         if compile:  # in place: state_dict keys and the exported program stay those of the plain net
             self.net.compile()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.batch_aug = batch_aug or NoBatchAug(num_classes)
+        self.distill = distill  # a submodule: moves with the module; its frozen teacher is checkpointed too
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -64,7 +64,7 @@ class ClassifierModule(pl.LightningModule):
         return self.net(x)
 
     def predict_logits(self, x: Tensor) -> Tensor:
-        return predict_logits(self.net, x, self.hparams.tta_flip)
+        return predict_logits(self.net, x, self.hparams.tta_flip, self.hparams.tta_shifts)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch
@@ -80,6 +80,8 @@ class ClassifierModule(pl.LightningModule):
         images, targets = batch
         logits = self.net(images)
         loss = self.loss(logits, targets)
+        if self.distill is not None:
+            loss = self.distill(logits, images, loss)
         self.check_finite(loss, batch_idx)
         # update(), not forward(): train/acc is logged per epoch, and forward() would also compute and
         # merge a per-batch accuracy every step, launch-bound work a small net's GPU step pays in full.

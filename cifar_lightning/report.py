@@ -31,7 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor
 
-from cifar_lightning.evaluate import default_device, find_run_dir, load_config, load_datamodule, load_model, predict
+from cifar_lightning.evaluate import (default_device, find_run_dir, load_config, load_datamodule, load_model, predict,
+                                      tta_settings)
 from cifar_lightning.io import atomic_path, write_json, write_text
 from cifar_lightning.module import to_float_nchw
 from cifar_lightning.predictions import Predictions
@@ -280,8 +281,10 @@ def report_run(run_dir: str | Path, device: str | None = None) -> dict[str, Any]
     cfg = load_config(run_dir)
     datamodule = load_datamodule(cfg)
     classes = datamodule.classes
-    preds = predict(load_model(run_dir, cfg), datamodule.test_dataloader(), bool(cfg.module.get("tta_flip", False)),
-                    device, precision=OmegaConf.select(cfg, "trainer.precision"))
+    model = load_model(run_dir, cfg)
+    tta_flip, tta_shifts = tta_settings(model, cfg)
+    preds = predict(model, datamodule.test_dataloader(), tta_flip, device,
+                    precision=OmegaConf.select(cfg, "trainer.precision"), tta_shifts=tta_shifts)
     summary = write_prediction_artefacts(run_dir, preds, classes)
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}

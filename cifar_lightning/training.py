@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -40,7 +41,17 @@ def load_weights(module: ClassifierModule, ckpt_path: str | Path) -> None:
 
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ClassifierModule, pl.Trainer]:
-    """Instantiate datamodule, module, callbacks, loggers and trainer from the config."""
+    """Instantiate datamodule, module, callbacks, loggers and trainer from the config; a user error
+    raised inside a constructor (e.g. an unreadable distillation teacher) surfaces as itself, one line."""
+    try:
+        return _build(cfg)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, USER_ERRORS):
+            raise e.__cause__ from None
+        raise
+
+
+def _build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ClassifierModule, pl.Trainer]:
     datamodule = instantiate(cfg.data.datamodule)
     module = instantiate(cfg.module, net=instantiate(cfg.model), batch_aug=instantiate(cfg.aug))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
@@ -83,7 +94,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         load_weights(module, best)
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     if trainer.is_global_zero:
-        export_model(module.net, out / "model.pt2", tta_flip=module.hparams.tta_flip)
+        export_model(module.net, out / "model.pt2", tta_flip=module.hparams.tta_flip,
+                     tta_shifts=module.hparams.tta_shifts)
 
     speed = next((cb for cb in trainer.callbacks if isinstance(cb, TrainSpeed)), None)
     artefacts = next((cb for cb in trainer.callbacks if isinstance(cb, RunArtefacts)), None)

@@ -117,9 +117,14 @@ RULES: dict[str, Check] = {
     "module.optimizer.lr": number(0.0, low_open=True),
     "module.optimizer.momentum": number(0.0, 1.0, high_open=True),
     "module.finite_check_every_n_steps": integer(1),
+    "module.tta_shifts": Check(lambda v: isinstance(v, list) and all(
+        isinstance(s, list) and len(s) == 2 and all(_is_int(d) and abs(d) <= 8 for d in s) for s in v),
+        "a list of [dx, dy] pixel shifts, each in [-8, 8]"),
     "module.scheduler.pct_start": number(0.0, 1.0, low_open=True, high_open=True),
     "module.scheduler.div_factor": number(0.0, low_open=True),
     "module.scheduler.final_div_factor": number(0.0, low_open=True),
+    "module.distill.temperature": number(0.0, low_open=True),
+    "module.distill.weight": number(0.0, 1.0),
     "callbacks.ema.decay": number(0.0, 1.0, low_open=True, high_open=True),
     "callbacks.last_checkpoint.every_n_train_steps": optional(integer(0)),
     "trainer.max_epochs": integer(1),
@@ -156,6 +161,20 @@ def check_values(cfg: DictConfig, rules: dict[str, Check] = RULES) -> list[str]:
     return problems
 
 
+def check_teacher(cfg: DictConfig) -> list[str]:
+    """With ``module/distill=kd``, the teacher is named and is an exported model (or a run dir with one)."""
+    if OmegaConf.select(cfg, "module.distill") is None:
+        return []
+    if OmegaConf.is_missing(cfg.module.distill, "teacher"):
+        return ["module.distill.teacher is not set: pass module.distill.teacher=<model.pt2 or run directory>"]
+    path = Path(str(cfg.module.distill.teacher)).expanduser()
+    path = path / "model.pt2" if path.is_dir() else path
+    if path.suffix != ".pt2" or not path.is_file():
+        return [f"module.distill.teacher={cfg.module.distill.teacher}: no such exported model; "
+                "pass a model.pt2 or a run directory that has one"]
+    return []
+
+
 def check_machine(cfg: DictConfig) -> list[str]:
     """The accelerator and device count the trainer asks for exist here."""
     accelerator, devices = _select(cfg, "trainer.accelerator"), _select(cfg, "trainer.devices")
@@ -175,7 +194,7 @@ def check_machine(cfg: DictConfig) -> list[str]:
 
 def validate_config(cfg: DictConfig) -> None:
     """Everything that can be checked before building anything; raises one-line :class:`ConfigError`."""
-    _fail(check_values(cfg) + check_machine(cfg))
+    _fail(check_values(cfg) + check_teacher(cfg) + check_machine(cfg))
 
 
 def validate_data(cfg: DictConfig, data: CifarArrays) -> None:

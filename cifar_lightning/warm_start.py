@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from cifar_lightning.errors import UserError, first_line
 
-PREFIX = "net."  # ClassifierModule.net in checkpoints; export.FlipAveraged.net in flip-TTA programs
+PREFIX = "net."  # ClassifierModule.net in checkpoints; tta.TestTimeAveraged.net in TTA programs
 
 
 class WarmStartError(UserError):

@@ -197,13 +197,14 @@ def test_evaluate_a_run_a_checkpoint_and_an_exported_model(sweep: Path, capsys, 
     from_ckpt = evaluate.main([str(checkpoint), "--device", "cpu"])
     torch.testing.assert_close(from_ckpt.logits, preds.logits, atol=1e-4, rtol=1e-4)
     shutil.copytree(run_dir / ".hydra", tmp_path / ".hydra")  # the export's own run dir: same config
-    flipped = evaluate.main([str(run_dir / "model.pt2"), "--tta-flip", "--device", "cpu",
-                             "--export", str(tmp_path / "tta.pt2")])
-    assert "flip TTA on" in capsys.readouterr().out
+    flipped = evaluate.main([str(run_dir / "model.pt2"), "module.tta_shifts=[[1,0]]", "--tta-flip", "--device",
+                             "cpu", "--export", str(tmp_path / "tta.pt2")])
+    assert "flip TTA on, shifts [[1, 0]]" in capsys.readouterr().out
     assert not torch.allclose(flipped.logits, preds.logits)
-    # the re-exported program has the flip averaging built in: it scores what --tta-flip scored
-    rescored = evaluate.main([str(tmp_path / "tta.pt2"), "--device", "cpu"])
-    assert "flip TTA off" in capsys.readouterr().out
+    # the re-exported program has the averaging built in: it scores what the TTA evaluation scored, and is
+    # not averaged again although --tta-flip and the config ask for it (views of shifted views would differ)
+    rescored = evaluate.main([str(tmp_path / "tta.pt2"), "module.tta_shifts=[[1,0]]", "--tta-flip", "--device", "cpu"])
+    assert "TTA built into the program" in capsys.readouterr().out
     torch.testing.assert_close(rescored.logits, flipped.logits, atol=1e-5, rtol=1e-5)
     with pytest.raises(SystemExit):
         evaluate.main([str(run_dir), "data=folder"])

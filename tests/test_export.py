@@ -31,16 +31,3 @@ def test_exported_program_matches_the_module(preset: str, tmp_path: Path) -> Non
         assert got.shape == (batch, 10)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert not net.training  # exporting left the trained module alone
-
-
-def test_flip_averaged_export_is_the_mean_of_both_views(tmp_path: Path) -> None:
-    """``tta_flip``: the program returns the mean logits of the image and its mirror, so it cannot tell
-    them apart, and it keeps the network's parameters (no more than the budget counts)."""
-    torch.manual_seed(0)
-    net = instantiate(compose_hydra(["model=strided", "data=synthetic"]).model).eval()
-    program = torch.export.load(str(export_model(net, tmp_path / "tta.pt2", tta_flip=True))).module()
-    x = torch.rand(3, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(program(x), (net(x) + net(x.flip(3))) / 2, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(program(x.flip(3)), program(x), atol=1e-5, rtol=1e-5)
-    assert sum(p.numel() for p in program.parameters()) == sum(p.numel() for p in net.parameters())

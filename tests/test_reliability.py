@@ -90,6 +90,8 @@ def compose(tmp_path: Path):
     (["trainer.devices=4096"], "trainer.devices=4096: this machine has"),
     (["max_params=0"], "max_params=0: must be null or an integer >= 1"),
     (["module.finite_check_every_n_steps=0"], "module.finite_check_every_n_steps=0: must be an integer >= 1"),
+    (["module.tta_shifts=[[1,2,3]]"], "module.tta_shifts=[[1, 2, 3]]: must be a list of [dx, dy] pixel shifts"),
+    (["module.tta_shifts=[[0,9]]"], "module.tta_shifts=[[0, 9]]: must be a list of [dx, dy] pixel shifts, each in [-8, 8]"),
 ])
 def test_bad_values_are_rejected_in_one_line(compose, overrides: list[str], expected: str) -> None:
     with pytest.raises(ConfigError) as error:

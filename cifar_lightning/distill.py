@@ -1,0 +1,54 @@
+"""Knowledge distillation: ``module/distill=kd module.distill.teacher=<model.pt2 | run_dir>``.
+
+The teacher is any exported program (``model.pt2``; flip TTA built in if it was exported so), so a
+teacher of another architecture needs no config of its own. It sees the same augmented batch as the
+student (also RICAP/CutMix/MixUp images, for which its soft labels are more informative than the
+mixed hard ones) and is never trained: the program runs in inference mode whatever ``.train()`` says.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cifar_lightning.errors import ConfigError, first_line
+
+
+def load_teacher(path: str | Path) -> nn.Module:
+    """The callable module of an exported program (or a run directory's ``model.pt2``), frozen.
+    (``validation.check_teacher`` has already said, in one line, if there is no such file.)"""
+    path = Path(path).expanduser()
+    path = path / "model.pt2" if path.is_dir() else path
+    try:
+        teacher = torch.export.load(str(path)).module()
+    except Exception as e:  # a truncated or foreign file: say which, not a traceback
+        raise ConfigError(f"module.distill.teacher={path}: cannot load it ({type(e).__name__}: "
+                          f"{first_line(e)}); pass a model.pt2 written by this project") from e
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+class Distillation(nn.Module):
+    """Mixes the hard-target loss with Hinton et al.'s soft-target loss:
+    ``(1 - weight) * hard + weight * T^2 * KL(teacher_T || student_T)``, logits softened by ``T``."""
+
+    def __init__(self, teacher: str | Path | nn.Module, temperature: float = 4.0, weight: float = 0.5) -> None:
+        super().__init__()
+        self.teacher = teacher if isinstance(teacher, nn.Module) else load_teacher(teacher)
+        self.temperature, self.weight = temperature, weight
+
+    def train(self, mode: bool = True) -> Distillation:
+        """Only this module's flag: an exported program has no train mode (and raises if asked)."""
+        self.training = mode
+        return self
+
+    def forward(self, student_logits: Tensor, images: Tensor, hard_loss: Tensor) -> Tensor:
+        with torch.no_grad():
+            teacher_logits = self.teacher(images.contiguous()).float()
+        t = self.temperature
+        soft = F.kl_div(F.log_softmax(student_logits.float() / t, 1), F.log_softmax(teacher_logits / t, 1),
+                        reduction="batchmean", log_target=True)
+        return (1 - self.weight) * hard_loss + self.weight * t * t * soft
