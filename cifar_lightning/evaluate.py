@@ -99,8 +99,9 @@ def tta_settings(model: nn.Module, cfg: DictConfig, flip: bool = False) -> tuple
     ``module.tta_shifts``; none for a program with TTA built in, which would otherwise average views of views."""
     if tta_built_in(model):
         return False, []
+    shifts = OmegaConf.select(cfg, "module.tta_shifts")  # absent from runs older than the option
     return (flip or bool(OmegaConf.select(cfg, "module.tta_flip", default=False)),
-            OmegaConf.to_container(OmegaConf.select(cfg, "module.tta_shifts", default=[])))
+            OmegaConf.to_container(shifts) if shifts is not None else [])
 
 
 def load_datamodule(cfg: DictConfig) -> CIFAR10DataModule:
@@ -151,6 +152,22 @@ def format_report(preds: Predictions, classes: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def score(model: nn.Module, cfg: DictConfig, datamodule: CIFAR10DataModule, label: str, flip: bool = False,
+          device: str = "cpu", export: str | Path | None = None) -> Predictions:
+    """Test ``model`` with its test-time augmentation (:func:`tta_settings`), print the report and, with
+    ``export``, write the model as a program with that augmentation built in."""
+    tta_flip, tta_shifts = tta_settings(model, cfg, flip)
+    preds = predict(model, datamodule.test_dataloader(), tta_flip, device,
+                    precision=OmegaConf.select(cfg, "trainer.precision"), tta_shifts=tta_shifts)
+    tta = ("TTA built into the program" if tta_built_in(model)
+           else f"flip TTA {'on' if tta_flip else 'off'}, shifts {tta_shifts or 'none'}")
+    print(f"{label} ({tta}, {device})")
+    print(format_report(preds, datamodule.classes))
+    if export:
+        print(f"exported to {export_model(model, export, tta_flip=tta_flip, tta_shifts=tta_shifts)}")
+    return preds
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -173,16 +190,7 @@ def main(argv: Sequence[str] | None = None) -> Predictions:
         model = load_model(args.model, cfg)
     except (ValueError, FileNotFoundError, DatasetError, WarmStartError) as error:  # the user's to fix: one line, no traceback
         parser.error(str(error))
-    tta_flip, tta_shifts = tta_settings(model, cfg, args.tta_flip)
-    preds = predict(model, datamodule.test_dataloader(), tta_flip, args.device,
-                    precision=OmegaConf.select(cfg, "trainer.precision"), tta_shifts=tta_shifts)
-    tta = ("TTA built into the program" if tta_built_in(model)
-           else f"flip TTA {'on' if tta_flip else 'off'}, shifts {tta_shifts or 'none'}")
-    print(f"{args.model} ({tta}, {args.device})")
-    print(format_report(preds, datamodule.classes))
-    if args.export:
-        print(f"exported to {export_model(model, args.export, tta_flip=tta_flip, tta_shifts=tta_shifts)}")
-    return preds
+    return score(model, cfg, datamodule, args.model, args.tta_flip, args.device, args.export)
 
 
 if __name__ == "__main__":

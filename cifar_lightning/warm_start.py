@@ -42,10 +42,15 @@ def network_state(path: str | Path) -> dict[str, Tensor]:
     return state
 
 
+def load_state(net: nn.Module, state: dict[str, Tensor], origin: str) -> None:
+    """Copy ``state`` into ``net``; every tensor must match by name and shape (``origin`` names it in errors)."""
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise WarmStartError(f"{origin}: its weights do not fit this model ({first_line(e)}); "
+                             "use the model preset it was trained with") from e
+
+
 def load_network_weights(net: nn.Module, path: str | Path) -> None:
     """Copy the weights at ``path`` into ``net``; every tensor must match by name and shape."""
-    try:
-        net.load_state_dict(network_state(path))
-    except RuntimeError as e:
-        raise WarmStartError(f"init_weights={path}: its weights do not fit this model ({first_line(e)}); "
-                             "use the model preset it was trained with") from e
+    load_state(net, network_state(path), f"init_weights={path}")

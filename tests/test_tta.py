@@ -5,7 +5,9 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from cifar_lightning.evaluate import tta_settings
 from cifar_lightning.export import export_model
 from cifar_lightning.tta import predict_logits, shift, views
 from conftest import compose_hydra
@@ -49,3 +51,12 @@ def test_exported_tta_program_is_the_mean_over_the_views_with_the_nets_parameter
         torch.testing.assert_close(flip_only(x.flip(3)), flip_only(x), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(flip_only(x), (net(x) + net(x.flip(3))) / 2, atol=1e-5, rtol=1e-5)
     assert sum(p.numel() for p in program.parameters()) == sum(p.numel() for p in net.parameters())
+
+
+def test_tta_settings_come_from_the_config_except_for_a_program_that_has_them_built_in(tmp_path: Path) -> None:
+    net = instantiate(compose_hydra(["model=strided", "data=synthetic"]).model).eval()
+    cfg = OmegaConf.create({"module": {"tta_flip": True, "tta_shifts": [[1, 0]]}})
+    assert tta_settings(net, cfg) == (True, [[1, 0]])
+    assert tta_settings(net, OmegaConf.create({"module": {}}), flip=True) == (True, [])  # a run older than the options
+    program = torch.export.load(str(export_model(net, tmp_path / "tta.pt2", tta_flip=True))).module()
+    assert tta_settings(program, cfg, flip=True) == (False, [])  # built in: not averaged twice
