@@ -14,13 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cifar_lightning.errors import ConfigError, first_line
+from cifar_lightning.warm_start import weights_file
 
 
 def load_teacher(path: str | Path) -> nn.Module:
     """The callable module of an exported program (or a run directory's ``model.pt2``), frozen.
     (``validation.check_teacher`` has already said, in one line, if there is no such file.)"""
-    path = Path(path).expanduser()
-    path = path / "model.pt2" if path.is_dir() else path
+    path = weights_file(path)
     try:
         teacher = torch.export.load(str(path)).module()
     except Exception as e:  # a truncated or foreign file: say which, not a traceback

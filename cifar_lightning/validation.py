@@ -26,6 +26,7 @@ from torch import nn
 from cifar_lightning.data.sources import CifarArrays
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.models.net import count_parameters
+from cifar_lightning.warm_start import weights_file
 
 # A run writes a few MB (checkpoints, model.pt2, events); demand a margin so it can't fail at the last epoch.
 MIN_FREE_MB = 100
@@ -167,8 +168,7 @@ def check_teacher(cfg: DictConfig) -> list[str]:
         return []
     if OmegaConf.is_missing(cfg.module.distill, "teacher"):
         return ["module.distill.teacher is not set: pass module.distill.teacher=<model.pt2 or run directory>"]
-    path = Path(str(cfg.module.distill.teacher)).expanduser()
-    path = path / "model.pt2" if path.is_dir() else path
+    path = weights_file(str(cfg.module.distill.teacher))
     if path.suffix != ".pt2" or not path.is_file():
         return [f"module.distill.teacher={cfg.module.distill.teacher}: no such exported model; "
                 "pass a model.pt2 or a run directory that has one"]

@@ -21,12 +21,17 @@ class WarmStartError(UserError):
     """The weights to start from are missing, unreadable or do not fit the network."""
 
 
+def weights_file(path: str | Path) -> Path:
+    """``path``, or the ``model.pt2`` of the run directory it names."""
+    path = Path(path).expanduser()
+    return path / "model.pt2" if path.is_dir() else path
+
+
 def network_state(path: str | Path) -> dict[str, Tensor]:
     """The network's parameters and buffers stored in an exported program, a Lightning checkpoint or
     a run directory (its ``model.pt2``), with the module prefixes stripped (also what
     ``evaluate`` loads a checkpoint with)."""
-    path = Path(path).expanduser()
-    path = path / "model.pt2" if path.is_dir() else path
+    path = weights_file(path)
     if not path.is_file():
         raise WarmStartError(f"{path}: no such file; pass a model.pt2, a .ckpt or a run directory")
     try:
