@@ -29,7 +29,7 @@ from cifar_lightning.warm_start import WarmStartError, load_state, network_state
 
 def average_states(states: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
     """The element-wise mean of floating-point tensors; integer ones (BN's batch counters) from the first."""
-    if len({tuple(s) for s in states}) != 1:
+    if len({tuple((k, v.shape) for k, v in s.items()) for s in states}) != 1:  # names and shapes
         raise WarmStartError("the weights to average hold different tensors: pass runs of one model preset")
     return {k: (torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v)
             for k, v in states[0].items()}

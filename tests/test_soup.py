@@ -23,6 +23,8 @@ def test_floats_are_averaged_and_counters_kept() -> None:
     assert got["n"] == 5
     with pytest.raises(WarmStartError, match="different tensors.*one model preset"):
         soup.average_states([a, {"w": a["w"]}])
+    with pytest.raises(WarmStartError, match="different tensors"):  # same names, another width
+        soup.average_states([a, {"w": torch.zeros(3), "n": a["n"]}])
 
 
 def test_the_soup_holds_the_mean_and_is_tested_and_exported(tmp_path: Path, capsys) -> None:
