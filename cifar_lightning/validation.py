@@ -163,16 +163,19 @@ def check_values(cfg: DictConfig, rules: dict[str, Check] = RULES) -> list[str]:
 
 
 def check_teacher(cfg: DictConfig) -> list[str]:
-    """With ``module/distill=kd``, the teacher is named and is an exported model (or a run dir with one)."""
+    """With ``module/distill=kd``, the teacher is named and is an exported model (or a run dir with
+    one), or a list of them."""
     if OmegaConf.select(cfg, "module.distill") is None:
         return []
     if OmegaConf.is_missing(cfg.module.distill, "teacher"):
         return ["module.distill.teacher is not set: pass module.distill.teacher=<model.pt2 or run directory>"]
-    path = weights_file(str(cfg.module.distill.teacher))
-    if path.suffix != ".pt2" or not path.is_file():
-        return [f"module.distill.teacher={cfg.module.distill.teacher}: no such exported model; "
-                "pass a model.pt2 or a run directory that has one"]
-    return []
+    teacher = cfg.module.distill.teacher
+    paths = [str(p) for p in teacher] if OmegaConf.is_list(teacher) else [str(teacher)]
+    if not paths:
+        return ["module.distill.teacher=[]: name at least one model.pt2 or run directory"]
+    return [f"module.distill.teacher={teacher}: no such exported model: {p}; "
+            "pass a model.pt2 or a run directory that has one"
+            for p in paths if weights_file(p).suffix != ".pt2" or not weights_file(p).is_file()]
 
 
 def check_machine(cfg: DictConfig) -> list[str]:

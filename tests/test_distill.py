@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifar_lightning import training, validation
-from cifar_lightning.distill import Distillation
+from cifar_lightning.distill import Distillation, MeanLogits
 from cifar_lightning.errors import ConfigError
 from cifar_lightning.export import export_model
 from conftest import TINY
@@ -78,6 +78,35 @@ def test_a_distilled_run_optimizes_what_distillation_returns(compose_task, monke
     [net] = exported
     for (name, got), want in zip(net.named_parameters(), source.parameters()):
         torch.testing.assert_close(got.detach().cpu(), want, msg=name)
+
+
+def test_a_list_of_teachers_teaches_by_the_mean_of_their_logits(compose_task, tmp_path: Path) -> None:
+    """``module.distill.teacher=[a, b]``: both programs are loaded (any architectures), frozen, and the soft
+    targets are those of their mean logits."""
+    nets = [trained_like_net(), trained_like_net("dilated")]
+    paths = [export_model(net, tmp_path / f"teacher{i}.pt2") for i, net in enumerate(nets)]
+    cfg = compose_task([*TINY, "module/distill=kd", f"module.distill.teacher=[{paths[0]},{paths[1]}]"],
+                       output_dir=tmp_path / "run")
+    validation.validate_config(cfg)
+    distill = training.build(cfg)[1].distill
+    assert isinstance(distill.teacher, MeanLogits) and len(distill.teacher.members) == 2
+    assert not any(p.requires_grad for p in distill.teacher.parameters())
+    distill.train()
+    images, student, hard = torch.rand(4, 3, 32, 32), torch.randn(4, 10), torch.tensor(0.3)
+    with torch.no_grad():
+        mean = torch.stack([net.eval()(images) for net in nets]).mean(0)
+        torch.testing.assert_close(distill(student, images, hard),
+                                   Distillation(FixedLogits(mean), weight=distill.weight)(student, images, hard),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_a_missing_member_of_a_teacher_list_is_named(compose_task, tmp_path: Path) -> None:
+    present = export_model(trained_like_net(), tmp_path / "teacher.pt2")
+    cfg = compose_task([*TINY, "module/distill=kd", f"module.distill.teacher=[{present},{tmp_path}/gone.pt2]"],
+                       output_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"no such exported model: .*gone.pt2; pass a model.pt2") as error:
+        validation.validate_config(cfg)
+    assert "\n" not in str(error.value) and "teacher.pt2;" not in str(error.value)
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
