@@ -71,7 +71,7 @@ class Distillation(nn.Module):
 
     def forward(self, student_logits: Tensor, images: Tensor, hard_loss: Tensor) -> Tensor:
         with torch.no_grad():
-            teacher_logits = self.teacher(images.contiguous()).float()
+            teacher_logits = self.teacher(images).float()
         t = self.temperature
         soft = F.kl_div(F.log_softmax(student_logits.float() / t, 1), F.log_softmax(teacher_logits / t, 1),
                         reduction="batchmean", log_target=True)

@@ -64,7 +64,7 @@ def test_a_distilled_run_optimizes_what_distillation_returns(compose_task, monke
     calls = []
 
     def zero_loss(self, student_logits, images, hard_loss):
-        calls.append((student_logits.shape, images.shape, self.teacher(images.contiguous()).shape))
+        calls.append((student_logits.shape, images.shape, self.teacher(images).shape))
         return hard_loss * 0
 
     monkeypatch.setattr(Distillation, "forward", zero_loss)
