@@ -55,10 +55,10 @@ def _build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ClassifierModule, p
     datamodule = instantiate(cfg.data.datamodule)
     module = instantiate(cfg.module, net=instantiate(cfg.model), batch_aug=instantiate(cfg.aug))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    if cfg.data.val_size == 0:  # no validation split: keep the last epoch, monitor nothing
-        for cb in callbacks:
-            if isinstance(cb, pl.callbacks.ModelCheckpoint):
-                cb.monitor = None
+    if cfg.data.val_size == 0:  # no validation split: keep the last epoch, monitor nothing, and
+        for cb in callbacks:     # name no val/acc (the file would read val_acc0.0000, a wrong value)
+            if isinstance(cb, pl.callbacks.ModelCheckpoint) and cb.monitor is not None:
+                cb.monitor, cb.filename = None, "epoch{epoch:03d}"
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer

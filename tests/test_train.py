@@ -71,4 +71,4 @@ def test_val_size_zero_trains_on_everything_and_tests_the_last_epoch(compose_tas
     assert metrics["status"] == "ok", metrics
     assert metrics["best_val_acc"] is None and metrics["checkpoint"] is None
     assert 0.0 <= metrics["test_acc"] <= 1.0
-    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch000.ckpt", "last.ckpt"]
