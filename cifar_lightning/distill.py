@@ -2,10 +2,10 @@
 
 The teacher is any exported program (``model.pt2``; flip TTA built in if it was exported so), so a
 teacher of another architecture needs no config of its own; a list of them
-(``module.distill.teacher=[a.pt2,b.pt2]``) teaches as one, by the mean of their logits (as flip TTA
-averages views), which brings an ensemble's accuracy to one small student. It sees the same augmented batch as the
-student (also RICAP/CutMix/MixUp images, for which its soft labels are more informative than the
-mixed hard ones) and is never trained: the program runs in inference mode whatever ``.train()`` says.
+(``module.distill.teacher=[a.pt2,b.pt2]``) teaches as one ensemble, by the mean of their logits (as
+flip TTA averages views). It sees the same augmented batch as the student (also RICAP/CutMix/MixUp
+images, for which its soft labels are more informative than the mixed hard ones) and is never
+trained: the program runs in inference mode whatever ``.train()`` says.
 """
 from __future__ import annotations
 
