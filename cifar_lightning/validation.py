@@ -175,7 +175,7 @@ def check_teacher(cfg: DictConfig) -> list[str]:
         return ["module.distill.teacher=[]: name at least one model.pt2 or run directory"]
     return [f"module.distill.teacher={teacher}: no such exported model: {p}; "
             "pass a model.pt2 or a run directory that has one"
-            for p in paths if weights_file(p).suffix != ".pt2" or not weights_file(p).is_file()]
+            for p in paths if (file := weights_file(p)).suffix != ".pt2" or not file.is_file()]
 
 
 def check_machine(cfg: DictConfig) -> list[str]:
