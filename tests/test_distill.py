@@ -112,6 +112,7 @@ def test_a_missing_member_of_a_teacher_list_is_named(compose_task, tmp_path: Pat
 @pytest.mark.parametrize(("overrides", "expected"), [
     ([], "module.distill.teacher is not set: pass module.distill.teacher=<model.pt2 or run directory>"),
     (["module.distill.teacher=missing.pt2"], "module.distill.teacher=missing.pt2: no such exported model"),
+    (["module.distill.teacher=[]"], "module.distill.teacher=[]: name at least one model.pt2 or run directory"),
     (["module.distill.weight=1.5"], "module.distill.weight=1.5: must be a number in [0, 1]"),
     (["module.distill.temperature=0"],
      "module.distill.temperature=0: must be a number > 0"),
