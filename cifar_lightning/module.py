@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_lightning.batch_aug import NoBatchAug
@@ -57,6 +58,7 @@ class ClassifierModule(pl.LightningModule):
         self.batch_aug = batch_aug or NoBatchAug(num_classes)
         self.distill = distill  # a submodule: moves with the module; its frozen teacher is checkpointed too
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_loss = MeanMetric(nan_strategy="disable")  # its NaN check would make the host wait each step
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
@@ -83,12 +85,22 @@ class ClassifierModule(pl.LightningModule):
         if self.distill is not None:
             loss = self.distill(logits, images, loss)
         self.check_finite(loss, batch_idx)
-        # update(), not forward(): train/acc is logged per epoch, and forward() would also compute and
-        # merge a per-batch accuracy every step, launch-bound work a small net's GPU step pays in full.
+        # Accumulated on the device and logged once an epoch: a self.log call costs Lightning 2.6 about
+        # 1 ms of host time (benchmarks/step_overhead.py), a large share of a small net's GPU step.
         self.train_acc.update(logits, targets.argmax(1))
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.train_loss.update(loss.detach())
         return loss
+
+    def on_train_batch_end(self, outputs: dict[str, Tensor], batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """The step's loss, logged only on the steps the logger writes (as Lightning's own
+        ``should_update_logs`` decides after an optimizer step; the progress bar shows the latest)."""
+        every = self.trainer.log_every_n_steps
+        if (every and self.global_step % every == 0) or self.trainer.should_stop or self.trainer.fast_dev_run:
+            self.log("train/loss_step", outputs["loss"], prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss_epoch", self.train_loss)
+        self.log("train/acc", self.train_acc)
 
     def check_finite(self, loss: Tensor, batch_idx: int) -> None:
         """Stop a diverged run instead of training, validating and checkpointing NaN weights.

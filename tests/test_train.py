@@ -1,4 +1,4 @@
-"""End to end: every model x aug trains and tests, and ``train.py`` works as a command.
+"""End to end: every model x aug trains and tests, ``train.py`` works as a command, and what a run logs is right.
 
 (A missing dataset's one-line message on the command line is checked with the other user errors
 in test_reliability.py.)"""
@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from cifar_lightning import training
 from cifar_lightning.export import load_exported
+from cifar_lightning.module import ClassifierModule
 from conftest import TINY, assert_run_dir, compose_hydra, options, run_python
 
 
@@ -72,3 +79,40 @@ def test_val_size_zero_trains_on_everything_and_tests_the_last_epoch(compose_tas
     assert metrics["best_val_acc"] is None and metrics["checkpoint"] is None
     assert 0.0 <= metrics["test_acc"] <= 1.0
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch000.ckpt", "last.ckpt"]
+
+
+class RecordedLosses(ClassifierModule):
+    """Keeps each step's training loss, by the step Lightning logs it at."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.losses: dict[int, float] = {}
+
+    def training_step(self, batch, batch_idx: int):
+        loss = super().training_step(batch, batch_idx)
+        self.losses[self.global_step] = loss.item()
+        return loss
+
+
+def test_logged_losses_are_those_of_their_step_and_epoch(tmp_path: Path) -> None:
+    """The step loss is logged only on the steps the logger writes: each value must be that step's own
+    loss, not one left over from an earlier step; the epoch loss and accuracy come once an epoch."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (50, 8, 8, 3), dtype=torch.uint8, generator=g)
+    data = DataLoader(TensorDataset(images, torch.randint(0, 10, (50,), generator=g)), batch_size=10)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    module = RecordedLosses(net=net, optimizer=partial(torch.optim.SGD, lr=0.1))
+    trainer = pl.Trainer(max_epochs=2, log_every_n_steps=2, accelerator="cpu", logger=TensorBoardLogger(tmp_path),
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=data)
+
+    events = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"scalars": 0})
+    events.Reload()
+    step_losses = {e.step: e.value for e in events.Scalars("train/loss_step")}
+    assert sorted(step_losses) == [1, 3, 5, 7, 9]  # 10 steps, every second one written
+    for step, value in step_losses.items():
+        assert value == pytest.approx(module.losses[step], abs=1e-6), f"step {step} logged another step's loss"
+    epoch_losses = [e.value for e in events.Scalars("train/loss_epoch")]
+    expected = [sum(module.losses[s] for s in range(5 * e, 5 * e + 5)) / 5 for e in range(2)]
+    assert epoch_losses == pytest.approx(expected, abs=1e-6)
+    assert len(events.Scalars("train/acc")) == 2
