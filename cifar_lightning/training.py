@@ -72,6 +72,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg)  # wrong values fail here, in one line, not deep inside torch later
     resume = checkpoint_path(cfg.resume) if cfg.get("resume") else None
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(cfg.cpu_threads)
+    log.info("torch CPU threads: %d", torch.get_num_threads())
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
     if cfg.get("init_weights") and not resume:  # a resumed run restores its own weights
@@ -108,6 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "test_loss": test["test/loss"],
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.time() - started, 1),
+        "cpu_threads": torch.get_num_threads(),
         **(speed.summary() if speed else {}),
         **(artefacts.summary() if artefacts else {}),
         "checkpoint": best or None,

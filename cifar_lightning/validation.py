@@ -97,6 +97,7 @@ BATCH_LIMIT = either(integer(0), number(0.0, 1.0))  # Lightning: a count of batc
 RULES: dict[str, Check] = {
     "seed": integer(0, 2**32 - 1),
     "max_params": optional(integer(1)),
+    "cpu_threads": optional(integer(1)),
     "data.batch_size": integer(1),
     "data.eval_batch_size": integer(1),
     "data.val_size": integer(0),

@@ -55,7 +55,7 @@ def test_preset_outputs_ten_logits(preset) -> None:
         assert net.eval()(torch.rand(3, 3, 32, 32)).shape == (3, 10)
 
 
-FOUR_STAGE_PRESETS = ["strided", "strided_mid", "dilated"]  # the study's C1-C4 layout (model=gated stops at 8x8)
+FOUR_STAGE_PRESETS = ["strided", "dilated", "strided_c1wide", "dilated_c1wide", "strided_mid"]  # the study's C1-C4 layout (model=gated stops at 8x8)
 
 
 @pytest.mark.parametrize("name", FOUR_STAGE_PRESETS)
@@ -71,7 +71,7 @@ def test_study_preset_transitions_downsample_to_16_8_4(name) -> None:
         h.remove()
     assert sizes == [(16, 16), (8, 8), (4, 4)]
     depthwise = [t[0] for t in transitions]
-    if name == "dilated":
+    if name.startswith("dilated"):
         assert [(c.stride[0], c.dilation[0], c.padding[0]) for c in depthwise] == [(1, 8, 0), (1, 4, 0), (1, 2, 0)]
         assert not [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.stride[0] > 1]
     else:
