@@ -21,14 +21,10 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from cifar_lightning.errors import UserError, first_line
+from cifar_lightning.errors import ResumeError, first_line
 
 LAST = Path("checkpoints") / "last.ckpt"
 OVERRIDES = Path(".hydra") / "overrides.yaml"
-
-
-class ResumeError(UserError):
-    """The run or checkpoint to resume from is missing or unreadable."""
 
 
 def checkpoint_path(resume: str | Path) -> Path:

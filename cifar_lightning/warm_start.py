@@ -12,13 +12,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from cifar_lightning.errors import UserError, first_line
+from cifar_lightning.errors import WarmStartError, first_line
 
 PREFIX = "net."  # ClassifierModule.net in checkpoints; tta.TestTimeAveraged.net in TTA programs
-
-
-class WarmStartError(UserError):
-    """The weights to start from are missing, unreadable or do not fit the network."""
 
 
 def weights_file(path: str | Path) -> Path:
