@@ -1,7 +1,7 @@
 """Test-set predictions, computed once; the confusion matrix, per-class accuracy and the
 misclassified grid are all derived from them, so they always agree with each other.
 
-Filled batch by batch, in test-set order, by the :class:`~cifar_lightning.artefacts.RunArtefacts`
+Filled batch by batch, in test-set order, by the :class:`~cifar_lightning.callbacks.artefacts.RunArtefacts`
 callback during ``trainer.test`` and by :func:`cifar_lightning.evaluate.predict` afterwards.
 """
 from __future__ import annotations

@@ -16,8 +16,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lightning.artefacts import RunArtefacts, log_hparams
-from cifar_lightning.callbacks import TrainSpeed
+from cifar_lightning.callbacks.artefacts import RunArtefacts, log_hparams
+from cifar_lightning.callbacks.speed import TrainSpeed
 from cifar_lightning.errors import UserError, first_line
 from cifar_lightning.export import export_model
 from cifar_lightning.io import write_json, write_text
