@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--docs", type=Path, help="also copy the PNGs, made small, into this folder (e.g. docs/)")
     parser.add_argument("--device", default=None, help="where to run the test set (default: cuda if available)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # stdout, as train.py's log: stderr keeps the one `error: ...` line of a user error
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     with exit_on_user_error():
         pngs = report(args.path, args.device)
     if args.docs:
