@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import CONF, ROOT
+from conftest import CONF, ROOT, run_python
 
 PACKAGE = ROOT / "cifar_lightning"
 CLI = "cifar_lightning.cli"
@@ -82,7 +80,7 @@ def test_a_training_run_loads_no_command_line_tool() -> None:
     """``import cifar_lightning.training`` (what train.py runs) in a fresh interpreter loads none of cli/."""
     code = ("import json, sys, cifar_lightning.training; "
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('cifar_lightning'))))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_python(["-c", code])
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = json.loads(result.stdout.splitlines()[-1])
     assert "cifar_lightning.callbacks.artefacts" in loaded  # the list is the real one
