@@ -21,7 +21,8 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 import cifar_lightning  # noqa: F401 - registers the ${pixels:...} resolver
-from cifar_lightning.module import decay_groups, to_float_nchw
+from cifar_lightning.data.batches import to_float_nchw
+from cifar_lightning.module import decay_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,7 @@ from benchmarks.common import (
     random_batches,
     trainer_option,
 )
-from cifar_lightning.callbacks import TrainSpeed
+from cifar_lightning.callbacks.speed import TrainSpeed
 
 
 class Stopwatch(pl.Callback):

@@ -16,11 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def cutout_boxes(batch: int, height: int, width: int, size: int, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu") -> Tensor:
+def cutout_boxes(batch: int, height: int, width: int, size: int, device: torch.device | str = "cpu") -> Tensor:
     """Boxes ``[B, 4]`` as (top, left, bottom, right), exclusive ends, centre uniform, clipped at the borders."""
-    cy = torch.randint(0, height, (batch,), generator=generator, device=device)
-    cx = torch.randint(0, width, (batch,), generator=generator, device=device)
+    cy = torch.randint(0, height, (batch,), device=device)
+    cx = torch.randint(0, width, (batch,), device=device)
     top, left = (cy - size // 2).clamp(min=0), (cx - size // 2).clamp(min=0)
     bottom, right = (cy - size // 2 + size).clamp(max=height), (cx - size // 2 + size).clamp(max=width)
     return torch.stack([top, left, bottom, right], dim=1)

@@ -1,7 +1,9 @@
-"""User-facing errors: a wrong config value, bad data, a diverged run, a missing checkpoint.
+"""Every error class of the project: a wrong config value, bad data, a diverged run, a missing checkpoint.
 
-They are reported as one line naming the problem and the fix (``error: ...`` on stderr, exit
-status 2) instead of a traceback, which is kept for genuine bugs. Their messages are one line.
+All derive from :class:`UserError`: something the user can fix. They are reported as one line naming the problem and the fix (``error: ...`` on stderr, exit
+status 2) by :func:`exit_on_user_error`, which ``train.py`` and every command in
+:mod:`cifar_lightning.cli` exit through, instead of a traceback, which is kept for genuine bugs.
+Their messages are one line. This module imports nothing of the project, so any module may raise them.
 """
 from __future__ import annotations
 
@@ -9,8 +11,6 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from cifar_lightning.data.sources import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,21 @@ class DivergenceError(UserError):
     """The training loss became NaN or infinite."""
 
 
-USER_ERRORS: tuple[type[Exception], ...] = (UserError, DatasetError)
+class DatasetError(UserError):
+    """The dataset's files are missing or unreadable; the message names the path and the fix."""
+
+
+class ResumeError(UserError):
+    """The run or checkpoint to resume from is missing or unreadable."""
+
+
+class WarmStartError(UserError):
+    """The weights to start from are missing, unreadable or do not fit the network."""
+
+
+class RunDirError(UserError):
+    """A run or sweep directory lacks a file a command reads from it (a model, a checkpoint, search results)."""
+
 EXIT_USER_ERROR = 2
 
 
@@ -40,7 +54,7 @@ def exit_on_user_error() -> Iterator[None]:
     """Turn a user error into ``error: <message>`` on stderr and exit status 2 (logged too)."""
     try:
         yield
-    except USER_ERRORS as error:
+    except UserError as error:
         if logging.getLogger().handlers:  # into train.log; before Hydra set logging up, stderr has it below
             log.error("%s: %s", type(error).__name__, first_line(error))
         print(f"error: {first_line(error)}", file=sys.stderr)

@@ -16,6 +16,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_lightning.batch_aug import NoBatchAug
+from cifar_lightning.data.batches import to_float_nchw
 from cifar_lightning.distill import Distillation
 from cifar_lightning.errors import ConfigError, DivergenceError
 from cifar_lightning.tta import Shifts, predict_logits
@@ -23,13 +24,6 @@ from cifar_lightning.tta import Shifts, predict_logits
 BatchAug = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
-
-
-def to_float_nchw(images: Tensor, channels_last: bool = True) -> Tensor:
-    """uint8 [N, H, W, C] -> float [N, C, H, W] in [0, 1]; the permuted view is already channels_last."""
-    if images.dtype == torch.uint8:
-        images = images.permute(0, 3, 1, 2).float().div_(255)
-    return images.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:

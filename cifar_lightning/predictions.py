@@ -1,8 +1,8 @@
 """Test-set predictions, computed once; the confusion matrix, per-class accuracy and the
 misclassified grid are all derived from them, so they always agree with each other.
 
-Filled batch by batch, in test-set order, by the :class:`~cifar_lightning.artefacts.RunArtefacts`
-callback during ``trainer.test`` and by :func:`cifar_lightning.evaluate.predict` afterwards.
+Filled batch by batch, in test-set order, by the :class:`~cifar_lightning.callbacks.artefacts.RunArtefacts`
+callback during ``trainer.test`` and by :func:`cifar_lightning.runs.predict` afterwards.
 """
 from __future__ import annotations
 

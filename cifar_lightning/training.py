@@ -16,9 +16,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lightning.artefacts import RunArtefacts, log_hparams
-from cifar_lightning.callbacks import TrainSpeed
-from cifar_lightning.errors import USER_ERRORS, first_line
+from cifar_lightning.callbacks.artefacts import RunArtefacts, log_hparams
+from cifar_lightning.callbacks.speed import TrainSpeed
+from cifar_lightning.errors import UserError, first_line
 from cifar_lightning.export import export_model
 from cifar_lightning.io import write_json, write_text
 from cifar_lightning.models.net import count_parameters
@@ -46,7 +46,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ClassifierModule, pl
     try:
         return _build(cfg)
     except InstantiationException as e:
-        if isinstance(e.__cause__, USER_ERRORS):
+        if isinstance(e.__cause__, UserError):
             raise e.__cause__ from None
         raise
 
@@ -155,7 +155,7 @@ def run(cfg: DictConfig) -> float | None:
     except Exception as error:  # noqa: BLE001 - recorded, then re-raised outside sweeps
         message = f"{type(error).__name__}: {first_line(error)}"
         write_metrics(out / "metrics.json", {**identity, "status": "failed", "error": message})
-        user_error = isinstance(error, USER_ERRORS)  # one line says it all; a bug keeps its traceback
+        user_error = isinstance(error, UserError)  # one line says it all; a bug keeps its traceback
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error("run failed; the sweep goes on: %s", message, exc_info=not user_error)
             return None

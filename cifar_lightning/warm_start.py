@@ -12,13 +12,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from cifar_lightning.errors import UserError, first_line
+from cifar_lightning.errors import WarmStartError, first_line
 
 PREFIX = "net."  # ClassifierModule.net in checkpoints; tta.TestTimeAveraged.net in TTA programs
-
-
-class WarmStartError(UserError):
-    """The weights to start from are missing, unreadable or do not fit the network."""
 
 
 def weights_file(path: str | Path) -> Path:
@@ -30,7 +26,7 @@ def weights_file(path: str | Path) -> Path:
 def network_state(path: str | Path) -> dict[str, Tensor]:
     """The network's parameters and buffers stored in an exported program, a Lightning checkpoint or
     a run directory (its ``model.pt2``), with the module prefixes stripped (also what
-    ``evaluate`` loads a checkpoint with)."""
+    :func:`cifar_lightning.runs.load_model` loads a checkpoint with)."""
     path = weights_file(path)
     if not path.is_file():
         raise WarmStartError(f"{path}: no such file; pass a model.pt2, a .ckpt or a run directory")

@@ -3,6 +3,7 @@ with the test accuracy, a misclassified grid of misclassified images only, Tenso
 HParams, the study's reference column, and ``report``/``evaluate`` rebuilding them from saved files."""
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -14,15 +15,16 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from cifar_lightning import evaluate, report
+from cifar_lightning import plots, runs
+from cifar_lightning.cli import evaluate, report
 from cifar_lightning.predictions import PredictionCollector, Predictions
-from cifar_lightning.summary import REFERENCE_ACC, with_reference
+from cifar_lightning.sweeps import REFERENCE_ACC, with_reference
 from conftest import SWEEP_NUM_TEST as NUM_TEST
 
-RUN_FILES = (*report.RUN_PNGS, "confusion_matrix.csv")
-PNG_SIZES = {"curves.png": report.CURVES_SIZE, "misclassified.png": report.MISCLASSIFIED_SIZE,
-             "confusion_matrix.png": report.CONFUSION_SIZE, "augmented_batch.png": report.AUGMENTED_SIZE,
-             "summary_curves.png": report.SWEEP_CURVES_SIZE}
+RUN_FILES = (*plots.RUN_PNGS, "confusion_matrix.csv")
+PNG_SIZES = {"curves.png": plots.CURVES_SIZE, "misclassified.png": plots.MISCLASSIFIED_SIZE,
+             "confusion_matrix.png": plots.CONFUSION_SIZE, "augmented_batch.png": plots.AUGMENTED_SIZE,
+             "summary_curves.png": plots.SWEEP_CURVES_SIZE}
 
 
 @pytest.fixture
@@ -41,11 +43,17 @@ def metrics_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def read_confusion_csv(path: Path) -> tuple[list[str], torch.Tensor]:
+    """Class names and the int64 [C, C] matrix of a ``confusion_matrix.csv``."""
+    header, *rows = list(csv.reader(path.read_text().splitlines()))
+    return header[1:], torch.tensor([[int(v) for v in row[1:]] for row in rows])
+
+
 def assert_png(path: Path) -> None:
     """Exists, has the size its figure constant says, and shows something (many colours, contrast)."""
     width, height = PNG_SIZES[path.name]
     image = Image.open(path)
-    assert image.size == (round(width * report.DPI), round(height * report.DPI)), path
+    assert image.size == (round(width * plots.DPI), round(height * plots.DPI)), path
     pixels = np.asarray(image.convert("RGB")).astype(np.int32)
     assert pixels.std() > 10, f"{path} is blank"
     colours = pixels[..., 0] << 16 | pixels[..., 1] << 8 | pixels[..., 2]
@@ -56,7 +64,7 @@ def test_every_run_has_every_artefact(sweep: Path) -> None:
     runs = run_dirs(sweep)
     assert len(runs) == 4
     for run_dir in runs:
-        for name in report.RUN_PNGS:
+        for name in plots.RUN_PNGS:
             assert_png(run_dir / name)
     for name in ("summary.csv", "summary.md"):
         assert (sweep / name).is_file()
@@ -65,7 +73,7 @@ def test_every_run_has_every_artefact(sweep: Path) -> None:
 
 def test_confusion_matrix_counts_every_test_image_and_matches_the_accuracy(sweep: Path) -> None:
     for run_dir in run_dirs(sweep):
-        classes, matrix = report.read_confusion_csv(run_dir / "confusion_matrix.csv")
+        classes, matrix = read_confusion_csv(run_dir / "confusion_matrix.csv")
         metrics = metrics_of(run_dir)
         assert classes == [f"class_{i}" for i in range(10)]
         assert int(matrix.sum()) == NUM_TEST
@@ -79,9 +87,9 @@ def test_confusion_matrix_counts_every_test_image_and_matches_the_accuracy(sweep
 def test_misclassified_images_are_the_misclassified_test_images(sweep: Path) -> None:
     """The grid's images and labels, recomputed from model.pt2: each one is a test image the model gets wrong."""
     run_dir = run_dirs(sweep)[0]
-    cfg = evaluate.load_config(run_dir)
-    datamodule = evaluate.load_datamodule(cfg)
-    preds = evaluate.predict(evaluate.load_model(run_dir, cfg), datamodule.test_dataloader())
+    cfg = runs.load_config(run_dir)
+    datamodule = runs.load_datamodule(cfg)
+    preds = runs.predict(runs.load_model(run_dir, cfg), datamodule.test_dataloader())
     wrong = preds.wrong_index
     assert len(wrong) == min(25, preds.errors()) > 0
     assert (preds.preds[wrong] != preds.labels[wrong]).all()
@@ -103,7 +111,7 @@ def test_misclassified_grid_titles_true_and_predicted(tmp_path: Path) -> None:
     preds = collector.result()
     assert preds.wrong_index.tolist() == [1, 3]  # capped at max_wrong, indices across batches
     torch.testing.assert_close(preds.wrong_images, images[[1, 3]])
-    fig = report.plot_misclassified(preds, ["cat", "dog", "frog"])
+    fig = plots.plot_misclassified(preds, ["cat", "dog", "frog"])
     titles = [t.get_text() for t in fig.axes[0].texts]
     assert titles == ["dog -> frog (100%)", "cat -> dog (100%)"]
 
@@ -115,7 +123,7 @@ def test_confusion_of_known_predictions() -> None:
     assert preds.confusion().tolist() == [[1, 1, 0], [1, 2, 0], [1, 0, 0]]
     assert preds.errors() == 3 and preds.accuracy() == pytest.approx(0.5)
     assert preds.per_class_accuracy().tolist() == pytest.approx([0.5, 2 / 3, 0.0])
-    csv_text = report.confusion_csv(preds, ["a", "b", "c"])
+    csv_text = plots.confusion_csv(preds, ["a", "b", "c"])
     assert csv_text.splitlines()[:2] == ["true\\predicted,a,b,c", "a,1,1,0"]
 
 
@@ -137,7 +145,7 @@ def test_curves_are_read_per_epoch(tmp_path: Path) -> None:
             writer.add_scalar("lr-SGD/pg1", 0.1 * (epoch + 1), start)
             writer.add_scalar("val/acc", 0.5 + epoch / 10, end)
             writer.add_scalar("epoch", epoch, end)
-    scalars = report.read_scalars(tmp_path)
+    scalars = plots.read_scalars(tmp_path)
     assert scalars["lr-SGD/pg1"] == pytest.approx({0: 0.1, 1: 0.2})
     assert scalars["val/acc"] == pytest.approx({0: 0.5, 1: 0.6})
 
@@ -162,7 +170,7 @@ def test_report_rebuilds_a_run_without_retraining(sweep: Path, tmp_path: Path) -
         (run_dir / name).unlink()
     (run_dir / "metrics.json").write_text(json.dumps({k: v for k, v in before.items() if not k.startswith("test_p")}))
     report.main([str(run_dir), "--device", "cpu", "--docs", str(tmp_path / "docs")])
-    for name in report.RUN_PNGS:
+    for name in plots.RUN_PNGS:
         assert_png(run_dir / name)
         docs_copy = tmp_path / "docs" / name
         assert Image.open(docs_copy).size == Image.open(run_dir / name).size
@@ -180,7 +188,7 @@ def test_report_rebuilds_a_sweep(sweep: Path, tmp_path: Path) -> None:
     assert_png(copy / "summary_curves.png")
     assert (copy / "summary.md").read_text().splitlines()[2:] == (sweep / "summary.md").read_text().splitlines()[2:]
     for run_dir in run_dirs(copy):
-        for name in report.RUN_PNGS:
+        for name in plots.RUN_PNGS:
             assert_png(run_dir / name)
 
 
@@ -192,7 +200,7 @@ def test_evaluate_a_run_a_checkpoint_and_an_exported_model(sweep: Path, capsys, 
     assert preds.accuracy() == pytest.approx(test_acc) and len(preds.labels) == NUM_TEST
     assert f"test accuracy: {100 * test_acc:.2f}%" in out
     assert "class_9" in out and "confusion matrix" in out
-    checkpoint = evaluate.best_checkpoint(run_dir)
+    checkpoint = runs.best_checkpoint(run_dir)
     assert checkpoint.name != "last.ckpt"
     from_ckpt = evaluate.main([str(checkpoint), "--device", "cpu"])
     torch.testing.assert_close(from_ckpt.logits, preds.logits, atol=1e-4, rtol=1e-4)

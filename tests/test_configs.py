@@ -17,11 +17,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from cifar_lightning.data.batches import to_float_nchw
 from cifar_lightning.data.sources import FolderSource, PickleSource, SyntheticSource
-from cifar_lightning.module import ClassifierModule, decay_groups, to_float_nchw
-from conftest import options
+from cifar_lightning.module import ClassifierModule, decay_groups
+from conftest import CONF, compose_hydra, options
 
-# experiment/ and hparams_search/ are tested where they are defined; hydra/ and paths/ have one option.
+# experiment/ is tested at the end of this file, hparams_search/ in test_search.py; hydra/ and paths/ have one option.
 GROUPS = ["data", "model", "aug", "trainer", "callbacks", "module/optimizer", "logger"]
 
 
@@ -55,8 +56,7 @@ def test_all_pairs_covers_every_pair() -> None:
 
 
 def group_options() -> dict[str, list[str]]:
-    # data/common.yaml holds settings shared by data options and builds no datamodule: not an option.
-    return {g: [o for o in options(g) if not (g == "data" and o == "common")] for g in GROUPS}
+    return {g: options(g) for g in GROUPS}
 
 
 def test_discovered_options_include_the_documented_ones() -> None:
@@ -134,3 +134,29 @@ def test_documented_overrides_compose(compose_task, tmp_path: Path) -> None:
     assert (trainer.max_epochs, trainer.limit_train_batches, trainer.limit_val_batches,
             trainer.limit_test_batches) == (3, 5, 2, 1)
     assert trainer.num_devices == 1 and type(trainer.accelerator).__name__ == "CPUAccelerator"
+
+
+def recipe_settings() -> dict[str, object]:
+    """The study recipe's own settings (conf/experiment/study.yaml), as dotted keys."""
+    recipe = OmegaConf.load(CONF / "experiment" / "study.yaml")
+    del recipe["defaults"]
+
+    def leaves(node: object, prefix: str) -> dict[str, object]:
+        if not OmegaConf.is_dict(node):
+            return {prefix: node}
+        return {k: v for key, child in node.items() for k, v in leaves(child, f"{prefix}.{key}".lstrip(".")).items()}
+    return leaves(recipe, "")
+
+
+@pytest.mark.parametrize(("overrides", "choices"), [
+    (["+experiment=study", "model=dilated", "aug=cutout"], {"model": "dilated", "aug": "cutout", "data": "cifar10"}),
+    (["+experiment=best"], {"model": "strided", "aug": "none", "data": "cifar10_gpu"}),
+])
+def test_experiment_presets_apply_the_study_recipe(overrides: list[str], choices: dict[str, str]) -> None:
+    """A study cell is ``+experiment=study model=... aug=...``; ``best`` builds on the same recipe."""
+    cfg = compose_hydra(overrides)
+    settings = recipe_settings()
+    assert {"trainer.max_epochs", "module.optimizer.lr", "module.tta_flip"} <= set(settings)
+    assert {key: OmegaConf.select(cfg, key) for key in settings} == settings
+    assert {group: cfg.hydra.runtime.choices[group] for group in choices} == choices
+    assert cfg.hydra.runtime.choices["callbacks"] == "default"

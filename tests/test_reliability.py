@@ -24,10 +24,10 @@ from torch import nn
 
 from cifar_lightning import training, validation
 from cifar_lightning.data.sources import SyntheticSource
-from cifar_lightning.errors import ConfigError, DivergenceError
+from cifar_lightning.errors import ConfigError, DivergenceError, ResumeError
 from cifar_lightning.models.net import count_parameters
 from cifar_lightning.module import ClassifierModule
-from cifar_lightning.resume import ResumeError, checkpoint_path, resume_argv
+from cifar_lightning.resume import checkpoint_path, resume_argv
 from cifar_lightning.training import load_weights
 from conftest import ROOT, TINY, clear_hydra, options, task_config
 

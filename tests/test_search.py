@@ -11,7 +11,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cifar_lightning.best_params import best_overrides
+from cifar_lightning.sweeps import best_overrides
 from conftest import TINY, compose_hydra, options, run_python
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")

@@ -1,4 +1,4 @@
-"""``python -m cifar_lightning.soup``: the mean of several trainings' weights, tested and exported."""
+"""``python -m cifar_lightning.cli.soup``: the mean of several trainings' weights, tested and exported."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_lightning import evaluate, soup
+from cifar_lightning.cli import evaluate, soup
+from cifar_lightning.errors import WarmStartError
 from cifar_lightning.export import export_model
-from cifar_lightning.warm_start import WarmStartError, network_state
+from cifar_lightning.warm_start import network_state
 from test_warm_start import trained_like_net
 
 DATA = ["data=synthetic", "data.source.num_train=32", "data.source.num_test=16", "data.eval_batch_size=8",

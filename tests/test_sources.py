@@ -18,11 +18,11 @@ from cifar_lightning.data import sources
 from cifar_lightning.data.sources import (
     ARCHIVE_NAME,
     CifarArrays,
-    DatasetError,
     FolderSource,
     PickleSource,
     SyntheticSource,
 )
+from cifar_lightning.errors import DatasetError
 
 CLASSES = ["cat", "dog", "frog"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_lightning import summary
+from cifar_lightning.cli import summary
 from conftest import SWEEP_CELLS, assert_run_dir
 
 
@@ -52,7 +52,7 @@ def test_summary_has_one_row_per_run(sweep_2x2) -> None:
 
 
 def test_summary_command_rebuilds_the_same_table(sweep_2x2, tmp_path: Path, monkeypatch, capsys) -> None:
-    """``python -m cifar_lightning.summary <sweep_dir>``, called in-process (its main() reads sys.argv)."""
+    """``python -m cifar_lightning.cli.summary <sweep_dir>``, called in-process (its main() reads sys.argv)."""
     _, original = sweep_2x2
     sweep_dir = tmp_path / "sweep"
     shutil.copytree(original, sweep_dir)

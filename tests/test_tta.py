@@ -7,8 +7,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cifar_lightning.evaluate import tta_settings
 from cifar_lightning.export import export_model
+from cifar_lightning.runs import tta_settings
 from cifar_lightning.tta import predict_logits, shift, views
 from conftest import compose_hydra
 

@@ -8,8 +8,9 @@ import torch
 from hydra.utils import instantiate
 
 from cifar_lightning import training
+from cifar_lightning.errors import WarmStartError
 from cifar_lightning.export import export_model
-from cifar_lightning.warm_start import WarmStartError, load_network_weights
+from cifar_lightning.warm_start import load_network_weights
 from conftest import TINY, compose_hydra
 
 

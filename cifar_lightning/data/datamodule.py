@@ -13,6 +13,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from cifar_lightning.data.sources import CifarArrays
+from cifar_lightning.errors import ConfigError
 
 ImageTransform = Callable[..., dict]
 
@@ -83,7 +84,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         a = self.load()
         if not 0 <= self.val_size < len(a.train_labels):
-            raise ValueError(f"data.val_size={self.val_size} must be in [0, {len(a.train_labels)}) "
+            raise ConfigError(f"data.val_size={self.val_size} must be in [0, {len(a.train_labels)}) "
                              f"(the training set has {len(a.train_labels)} images)")
         train_idx, val_idx = split_indices(len(a.train_labels), self.val_size, self.split_seed)
         self.train_set = ArrayDataset(a.train_images[train_idx], a.train_labels[train_idx], self.train_transform)

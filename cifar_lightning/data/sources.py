@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cifar_lightning.errors import DatasetError
+
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
@@ -41,10 +43,6 @@ HOW_TO_GET = (
     "set data.download=true to fetch the official set, or point data.root at a copy"
 )
 REDOWNLOAD = "delete it and re-download (data.download=true) or re-create the copy"
-
-
-class DatasetError(RuntimeError):
-    """One-line, user-facing: names the file/path and the fix."""
 
 
 @dataclass

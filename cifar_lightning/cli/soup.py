@@ -1,14 +1,14 @@
 """Average the weights of several trainings of one model preset (a uniform "model soup", Wortsman et al.
 2022), then test it and optionally export it:
 
-    python -m cifar_lightning.soup <run_dir | model.pt2 | x.ckpt> <another> [...] [key=value ...] [--tta-flip] [--export soup.pt2]
+    python -m cifar_lightning.cli.soup <run_dir | model.pt2 | x.ckpt> <another> [...] [key=value ...] [--tta-flip] [--export soup.pt2]
 
 Runs fine-tuned from the same weights (``init_weights=``) stay in one basin of the loss, so their
 average is a network too, often better than each; runs trained from different random starts do not
 average. BatchNorm running statistics are averaged with the rest (recomputing them on the training set
 changed the score by 0.01 points on weights/best.pt2's fine-tunes). The config (data to test on, the
 preset to build, TTA) is the first run directory's, else ``conf/`` with the ``key=value`` arguments,
-as in :mod:`cifar_lightning.evaluate`.
+as in :mod:`cifar_lightning.cli.evaluate`.
 """
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from cifar_lightning.data.sources import DatasetError
-from cifar_lightning.evaluate import default_device, find_run_dir, load_config, load_datamodule, score
+from cifar_lightning.cli.evaluate import score
+from cifar_lightning.errors import WarmStartError, exit_on_user_error
 from cifar_lightning.predictions import Predictions
-from cifar_lightning.warm_start import WarmStartError, load_state, network_state
+from cifar_lightning.runs import default_device, find_run_dir, load_config, load_datamodule
+from cifar_lightning.warm_start import load_state, network_state
 
 
 def average_states(states: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -43,7 +44,7 @@ def soup(paths: Sequence[str | Path], model_cfg: DictConfig) -> nn.Module:
 
 
 def main(argv: Sequence[str] | None = None) -> Predictions:
-    parser = argparse.ArgumentParser(prog="python -m cifar_lightning.soup", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cifar_lightning.cli.soup", description=__doc__.split("\n")[0])
     parser.add_argument("items", nargs="+", metavar="MODEL_OR_KEY=VALUE",
                         help="two or more run directories, model.pt2 or .ckpt files of one preset, then key=value "
                              "config overrides (e.g. model=strided data.root=/data/cifar10)")
@@ -55,13 +56,11 @@ def main(argv: Sequence[str] | None = None) -> Predictions:
     overrides = [item for item in args.items if "=" in item]
     if len(paths) < 2:
         parser.error(f"{len(paths)} model(s) given: a soup averages two or more")
-    try:
+    with exit_on_user_error():
         cfg = load_config(next((d for d in map(find_run_dir, paths) if d is not None), None), overrides)
         datamodule = load_datamodule(cfg)
         model = soup(paths, cfg.model)
-    except (ValueError, FileNotFoundError, DatasetError, WarmStartError) as error:  # one line, no traceback
-        parser.error(str(error))
-    return score(model, cfg, datamodule, f"soup of {len(paths)}", args.tta_flip, args.device, args.export)
+        return score(model, cfg, datamodule, f"soup of {len(paths)}", args.tta_flip, args.device, args.export)
 
 
 if __name__ == "__main__":

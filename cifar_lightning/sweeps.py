@@ -1,11 +1,19 @@
-"""The sweep's comparison table: one row per run, read from each run's ``metrics.json``.
+"""Read a sweep directory: the comparison table (one row per run, from each run's ``metrics.json``)
+and, for a search, the overrides that re-train its best trial.
 
-Written by :class:`SweepSummary` when a multirun ends (works with any launcher, because it
-only globs files), and rebuilt any time with ``python -m cifar_lightning.summary <sweep_dir>``.
+The table is written by :class:`SweepSummary` when a multirun ends (works with any launcher,
+because it only globs files), and rebuilt any time with
+``python -m cifar_lightning.cli.summary <sweep_dir>``.
+
+The best trial's overrides (``python -m cifar_lightning.cli.best_params <sweep_dir>``): re-training
+drops the search config (conf/hparams_search/), and with it the short trial budget and the options
+it picked (such as ``callbacks=ema``). So the overrides repeat the trials' recipe: their choices of
+the recipe's config groups and their command-line settings under those groups, with the best
+parameters of ``optimization_results.yaml`` in place of the searched ones. Data, trainer and
+budget settings stay the re-run's own.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -14,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from cifar_lightning.best_params import best_overrides
+from cifar_lightning.errors import RunDirError
 from cifar_lightning.io import write_text
-from cifar_lightning.report import write_sweep_curves
+from cifar_lightning.plots import write_sweep_curves
 
 COLUMNS = ["run", "model", "aug", "swept", "params", "best_val_acc", "test_acc", "reference_acc", "vs_reference_acc",
            "epochs", "wall_time_s", "train_images_per_sec", "status", "error"]
@@ -26,6 +34,9 @@ COLUMNS = ["run", "model", "aug", "swept", "params", "best_val_acc", "test_acc",
 # The original study's reported test accuracy for the same cell (its write-up), by (model, aug).
 REFERENCE_ACC = {("strided", "ricap"): 0.8762, ("strided", "cutout"): 0.8731,
                  ("dilated", "cutout"): 0.7992, ("dilated", "ricap"): 0.8035}
+
+# The config groups of a search's recipe, which re-training its best trial repeats.
+RECIPE_GROUPS = ("model", "aug", "module/optimizer", "callbacks")
 
 
 def with_reference(row: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +125,31 @@ def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").partition("=")[0]
+
+
+def _in_recipe(override: str) -> bool:
+    return _key(override).replace("/", ".").split(".")[0] in {g.split("/")[0] for g in RECIPE_GROUPS}
+
+
+def best_overrides(sweep_dir: str | Path) -> list[str]:
+    """The trials' recipe choices and settings, then the best trial's parameters."""
+    sweep = Path(sweep_dir)
+    results = sweep / "optimization_results.yaml"
+    if not results.is_file():
+        raise RunDirError(f"{results} not found: the search has not finished (or is no Optuna search); "
+                          "pass the sweep directory of a finished hparams_search run")
+    best = OmegaConf.to_container(OmegaConf.load(results).best_params)
+    trial = next(sweep.glob("*/.hydra"))  # every trial shares the recipe; only the searched values differ
+    choices = OmegaConf.load(trial / "hydra.yaml").hydra.runtime.choices
+    recipe = {group: f"{group}={choices[group]}" for group in RECIPE_GROUPS if group in choices}
+    recipe.update((_key(o), o) for o in OmegaConf.load(trial / "overrides.yaml") if _in_recipe(o))
+    recipe.update((key, f"{key}={value}") for key, value in best.items())
+    return list(recipe.values())
+
+
 class SweepSummary(Callback):
     """Hydra callback: write the comparison table when a multirun ends; exit 1 if any run failed.
 
@@ -131,16 +167,3 @@ class SweepSummary(Callback):
             print(f"Re-train its best trial at the full budget:\n  python train.py {retrain}")
         if status := report_failures(rows, summary):
             raise SystemExit(status)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Rebuild summary.csv/summary.md of a sweep directory.")
-    parser.add_argument("sweep_dir")
-    args = parser.parse_args()
-    rows = write_summary(args.sweep_dir)
-    print(to_markdown(rows))
-    sys.exit(report_failures(rows, Path(args.sweep_dir) / "summary.md"))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,21 +1,16 @@
-"""A run's pictures and tables, drawn from files the run saved, so they can be rebuilt without retraining.
+"""Every figure and table of a run and a sweep, drawn from data a run produced or saved.
 
 Per run: ``curves.png`` (from the TensorBoard events), ``misclassified.png``, ``confusion_matrix.png``
 and ``.csv`` (from the test predictions), ``augmented_batch.png`` (one training batch as the
-network sees it). Per sweep: ``summary_curves.png`` (see :mod:`cifar_lightning.summary`).
-:class:`~cifar_lightning.artefacts.RunArtefacts` writes them during training;
-
-    python -m cifar_lightning.report <run_dir | sweep_dir> [--docs docs/]
-
-rebuilds them from ``.hydra/config.yaml``, ``model.pt2`` (or the best checkpoint) and ``tensorboard/``.
+network sees it). Per sweep: ``summary_curves.png`` (see :mod:`cifar_lightning.sweeps`).
+:class:`~cifar_lightning.callbacks.artefacts.RunArtefacts` writes them during training and
+``python -m cifar_lightning.cli.report`` rebuilds them afterwards; so this module imports neither.
 """
 from __future__ import annotations
 
-import argparse
 import bisect
 import csv
 import io
-import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -23,18 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from hydra.utils import instantiate
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor
 
-from cifar_lightning.evaluate import (default_device, find_run_dir, load_config, load_datamodule, load_model, predict,
-                                      tta_settings)
-from cifar_lightning.io import atomic_path, write_json, write_text
-from cifar_lightning.module import to_float_nchw
+from cifar_lightning.io import atomic_path, write_text
 from cifar_lightning.predictions import Predictions
 
 log = logging.getLogger(__name__)
@@ -199,12 +188,6 @@ def confusion_csv(preds: Predictions, classes: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def read_confusion_csv(path: str | Path) -> tuple[list[str], Tensor]:
-    """Class names and the int64 [C, C] matrix of a ``confusion_matrix.csv``."""
-    header, *rows = list(csv.reader(Path(path).read_text().splitlines()))
-    return header[1:], torch.tensor([[int(v) for v in row[1:]] for row in rows])
-
-
 def _target_title(target: Tensor, classes: Sequence[str]) -> str:
     """The classes a soft target mixes, largest first, two per line."""
     weights, indices = target.float().sort(descending=True)
@@ -251,6 +234,10 @@ def write_prediction_artefacts(run_dir: str | Path, preds: Predictions, classes:
     return {"test_errors": preds.errors(), "test_per_class_acc": dict(zip(classes, per_class))}
 
 
+def augmented_title(batch_aug: str) -> str:
+    return f"A training batch as the network gets it: per-image augmentation, then {batch_aug} (titles: targets)"
+
+
 def write_curves(run_dir: str | Path, tb_dir: str | Path | None) -> Path | None:
     """curves.png from the run's TensorBoard events; None (and a warning) when there are none."""
     scalars = read_scalars(tb_dir) if tb_dir is not None else {}
@@ -260,63 +247,12 @@ def write_curves(run_dir: str | Path, tb_dir: str | Path | None) -> Path | None:
     return save_figure(plot_curves(scalars, f"Training curves: {Path(run_dir).name}"), Path(run_dir) / "curves.png")
 
 
-def augmented_batch(cfg: DictConfig, datamodule) -> tuple[Tensor, Tensor]:
-    """One training batch through the run's Albumentations pipeline and batch regularizer."""
-    torch.manual_seed(cfg.seed)
-    images, labels = next(iter(datamodule.train_dataloader()))
-    return instantiate(cfg.aug)(to_float_nchw(images, channels_last=False), labels)
-
-
-def augmented_title(batch_aug: str) -> str:
-    return f"A training batch as the network gets it: per-image augmentation, then {batch_aug} (titles: targets)"
-
-
-def report_run(run_dir: str | Path, device: str | None = None) -> dict[str, Any]:
-    """Rebuild every per-run artefact from the saved config, model and events.
-
-    The test set is run again (in the run's mixed precision on a GPU). metrics.json keeps the run's
-    own numbers; it only gains the per-class accuracy if it has none (a run from before this report).
-    """
-    run_dir, device = Path(run_dir), device or default_device()
-    cfg = load_config(run_dir)
-    datamodule = load_datamodule(cfg)
-    classes = datamodule.classes
-    model = load_model(run_dir, cfg)
-    tta_flip, tta_shifts = tta_settings(model, cfg)
-    preds = predict(model, datamodule.test_dataloader(), tta_flip, device,
-                    precision=OmegaConf.select(cfg, "trainer.precision"), tta_shifts=tta_shifts)
-    summary = write_prediction_artefacts(run_dir, preds, classes)
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    if metrics.get("test_acc") is not None and abs(metrics["test_acc"] - preds.accuracy()) > 1e-6:
-        log.warning("%s: test accuracy %.4f here, %.4f in metrics.json (other device or precision)",
-                    run_dir, preds.accuracy(), metrics["test_acc"])
-    if metrics and not all(key in metrics for key in summary):
-        write_json(metrics_path, {**summary, **metrics})
-    images, targets = augmented_batch(cfg, datamodule)
-    save_figure(plot_augmented_batch(images, targets, classes, augmented_title(cfg.aug._target_.rsplit(".", 1)[-1])),
-                run_dir / "augmented_batch.png")
-    write_curves(run_dir, tensorboard_dir(run_dir))
-    return summary
-
-
-def copy_to_docs(paths: Iterable[Path], docs: Path) -> list[Path]:
-    """Copy PNGs into ``docs`` as 256-colour palettes (a fraction of the size, same look)."""
-    written = []
-    for path in paths:
-        if path.is_file():
-            with atomic_path(docs / path.name) as tmp:
-                Image.open(path).convert("RGB").quantize(256).save(tmp, format="png", optimize=True)
-            written.append(docs / path.name)
-    return written
-
-
 # --------------------------------------------------------------------------- per sweep
 
 
 def write_sweep_curves(sweep_dir: str | Path, rows: Sequence[dict[str, Any]]) -> Path | None:
     """summary_curves.png: the validation accuracy of every finished run, labelled by what the sweep varied
-    (``rows`` as summary.write_summary has them: with ``swept``, the overrides not every run shares)."""
+    (``rows`` as sweeps.write_summary has them: with ``swept``, the overrides not every run shares)."""
     curves = []
     for row in (r for r in rows if r.get("status") == "ok"):
         tb_dir = tensorboard_dir(Path(sweep_dir) / row["run"])
@@ -327,44 +263,3 @@ def write_sweep_curves(sweep_dir: str | Path, rows: Sequence[dict[str, Any]]) ->
         log.warning("%s: no run has validation accuracy per epoch; summary_curves.png not written", sweep_dir)
         return None
     return save_figure(plot_sweep_curves(curves), Path(sweep_dir) / "summary_curves.png")
-
-
-# --------------------------------------------------------------------------- main
-
-
-def is_sweep_dir(path: Path) -> bool:
-    return (path / "multirun.yaml").is_file() or (find_run_dir(path) is None and any(path.glob("*/metrics.json")))
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cifar_lightning.report",
-                                     description="Rebuild a run's or a sweep's artefacts without retraining.")
-    parser.add_argument("path", type=Path, help="a run directory or a sweep (multirun) directory")
-    parser.add_argument("--docs", type=Path, help="also copy the PNGs, made small, into this folder (e.g. docs/)")
-    parser.add_argument("--device", default=None, help="where to run the test set (default: cuda if available)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    if is_sweep_dir(args.path):
-        from cifar_lightning.summary import to_markdown, write_summary
-
-        runs = [p.parent for p in sorted(args.path.glob("*/metrics.json"))
-                if json.loads(p.read_text()).get("status") == "ok"]
-        for run_dir in runs:
-            report_run(run_dir, args.device)
-            print(f"{run_dir}: {', '.join(RUN_PNGS)}, confusion_matrix.csv")
-        print(to_markdown(write_summary(args.path)))
-        pngs = [args.path / "summary_curves.png", *(runs[0] / name for name in RUN_PNGS)] if runs else []
-    elif find_run_dir(args.path) == args.path:
-        summary = report_run(args.path, args.device)
-        print(f"{args.path}: {', '.join(RUN_PNGS)}, confusion_matrix.csv; {summary['test_errors']} test errors")
-        pngs = [args.path / name for name in RUN_PNGS]
-    else:
-        parser.error(f"{args.path}: neither a run directory (.hydra/config.yaml) nor a sweep directory")
-    if args.docs:
-        for path in copy_to_docs(pngs, args.docs):
-            print(f"copied {path} ({path.stat().st_size // 1024} KiB)")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""The run's pictures and tables, written while it trains and tests (drawing lives in :mod:`cifar_lightning.report`).
+"""The run's pictures and tables, written while it trains and tests (drawing lives in :mod:`cifar_lightning.plots`).
 
 ``RunArtefacts`` (in ``conf/callbacks/default.yaml``) saves ``augmented_batch.png`` at the first
 training batch, and ``misclassified.png``, ``confusion_matrix.png/.csv`` and ``curves.png`` when
@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from cifar_lightning.predictions import PredictionCollector
-from cifar_lightning.report import (
+from cifar_lightning.plots import (
     augmented_title,
     plot_augmented_batch,
     save_figure,
@@ -42,7 +42,7 @@ class RunArtefacts(pl.Callback):
 
     The test predictions are the logits ``test_step`` returns, so the confusion matrix agrees
     exactly with ``test/acc``. With several devices each rank sees only part of the test set:
-    the prediction artefacts are then left to ``python -m cifar_lightning.report <run_dir>``.
+    the prediction artefacts are then left to ``python -m cifar_lightning.cli.report <run_dir>``.
     """
 
     def __init__(self, dirpath: str | Path, max_wrong: int = 25) -> None:
@@ -83,7 +83,7 @@ class RunArtefacts(pl.Callback):
                 self.dirpath, preds, _classes(trainer, preds.num_classes),
                 [lg.experiment for lg in tensorboards], trainer.global_step)
         elif trainer.is_global_zero:
-            log.info("test predictions not collected on %d devices; run python -m cifar_lightning.report %s",
+            log.info("test predictions not collected on %d devices; run python -m cifar_lightning.cli.report %s",
                      trainer.world_size, self.dirpath)
         if not trainer.is_global_zero:
             return

@@ -1,18 +1,14 @@
-"""Test a trained model again, without Lightning's trainer: accuracy, per-class accuracy, confusion matrix.
-
-    python -m cifar_lightning.evaluate <run_dir | model.pt2 | checkpoint.ckpt> [key=value ...] [--tta-flip] [--export out.pt2]
-
-Test-time augmentation: ``--tta-flip`` (or the run's ``module.tta_flip``) and the shifted views of
-``module.tta_shifts`` (the run's, or e.g. ``'module.tta_shifts=[[1,1],[-1,-1],[1,-1],[-1,1]]'``).
+"""Load what a run directory saved, to test its model again outside training: its config, its best
+checkpoint or ``model.pt2``, its datamodule; and the test-set predictions, with the run's test-time
+augmentation and mixed precision.
 
 A run directory (or a file inside one) brings its saved config, ``<run_dir>/.hydra/config.yaml``:
-the data to test on and, for a checkpoint, the network to rebuild; ``key=value`` arguments
-override it (``data.root=/data/cifar10``). A model outside any run is tested on ``conf/``
-composed with the same arguments. :mod:`cifar_lightning.report` reuses these loaders.
+the data to test on and, for a checkpoint, the network to rebuild; ``key=value`` overrides apply
+to it (``data.root=/data/cifar10``). A model outside any run is tested on ``conf/`` composed with
+the same overrides. The commands in :mod:`cifar_lightning.cli` (evaluate, soup, report) use these.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 from collections.abc import Sequence
@@ -25,13 +21,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import cifar_lightning  # noqa: F401 - registers the config resolvers
+from cifar_lightning.data.batches import to_float_nchw
 from cifar_lightning.data.datamodule import CIFAR10DataModule
-from cifar_lightning.data.sources import DatasetError
-from cifar_lightning.export import export_model, load_exported
-from cifar_lightning.module import to_float_nchw
+from cifar_lightning.errors import ConfigError, RunDirError
+from cifar_lightning.export import load_exported
 from cifar_lightning.predictions import PredictionCollector, Predictions
 from cifar_lightning.tta import Shifts, predict_logits
-from cifar_lightning.warm_start import PREFIX, WarmStartError, network_state
+from cifar_lightning.warm_start import PREFIX, network_state
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -55,7 +51,7 @@ def load_config(run_dir: Path | None, overrides: Sequence[str] = ()) -> DictConf
     for item in overrides:
         key, sep, value = item.lstrip("+").partition("=")
         if not sep or ("." not in key and (CONF_DIR / key).is_dir()):
-            raise ValueError(f"{item!r}: give key=value overrides of the run's saved config (e.g. data.root=...); "
+            raise ConfigError(f"{item!r}: give key=value overrides of the run's saved config (e.g. data.root=...); "
                              "config groups such as data=folder are not re-composed for a saved run")
         OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, force_add=True)
     return cfg
@@ -69,7 +65,7 @@ def best_checkpoint(run_dir: Path) -> Path:
         return Path(named)
     ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.name))
     if not ckpts:
-        raise FileNotFoundError(f"{run_dir}: no model.pt2 and no checkpoints/*.ckpt to evaluate")
+        raise RunDirError(f"{run_dir}: no model.pt2 and no checkpoints/*.ckpt to evaluate")
     return ckpts[0]
 
 
@@ -79,6 +75,8 @@ def load_model(path: str | Path, cfg: DictConfig) -> nn.Module:
     A checkpoint is read with ``weights_only=True`` (it cannot run code) into ``cfg.model``.
     """
     path = Path(path)
+    if not path.exists():
+        raise RunDirError(f"{path}: no such file or directory; pass a run directory, a model.pt2 or a .ckpt")
     if path.is_dir():
         path = path / "model.pt2" if (path / "model.pt2").is_file() else best_checkpoint(path)
     if path.suffix == ".pt2":
@@ -135,63 +133,5 @@ def predict(model: nn.Module, loader: DataLoader, tta_flip: bool = False, device
     return collector.result()
 
 
-def format_report(preds: Predictions, classes: Sequence[str]) -> str:
-    """Accuracy, per-class accuracy and the confusion matrix as plain text."""
-    width = max(len(c) for c in classes)
-    lines = [f"test accuracy: {100 * preds.accuracy():.2f}% ({preds.errors()} wrong of {len(preds.labels)})",
-             "", "per-class accuracy:"]
-    counts = preds.confusion().sum(1)
-    for i, (name, acc) in enumerate(zip(classes, preds.per_class_accuracy().tolist())):
-        lines.append(f"  {i:>2} {name:<{width}}  {100 * acc:6.2f}%  ({int(counts[i])} images)")
-    matrix = preds.confusion()
-    cell = max(5, len(str(int(matrix.max()))) + 1)
-    lines += ["", "confusion matrix (rows: true class, columns: predicted class):",
-              " " * (width + 4) + "".join(f"{j:>{cell}}" for j in range(len(classes)))]
-    for i, name in enumerate(classes):
-        lines.append(f"  {i:>2}{name:>{width + 1}}" + "".join(f"{int(v):>{cell}}" for v in matrix[i]))
-    return "\n".join(lines)
-
-
-def score(model: nn.Module, cfg: DictConfig, datamodule: CIFAR10DataModule, label: str, flip: bool = False,
-          device: str = "cpu", export: str | Path | None = None) -> Predictions:
-    """Test ``model`` with its test-time augmentation (:func:`tta_settings`), print the report and, with
-    ``export``, write the model as a program with that augmentation built in."""
-    tta_flip, tta_shifts = tta_settings(model, cfg, flip)
-    preds = predict(model, datamodule.test_dataloader(), tta_flip, device,
-                    precision=OmegaConf.select(cfg, "trainer.precision"), tta_shifts=tta_shifts)
-    tta = ("TTA built into the program" if tta_built_in(model)
-           else f"flip TTA {'on' if tta_flip else 'off'}, shifts {tta_shifts or 'none'}")
-    print(f"{label} ({tta}, {device})")
-    print(format_report(preds, datamodule.classes))
-    if export:
-        print(f"exported to {export_model(model, export, tta_flip=tta_flip, tta_shifts=tta_shifts)}")
-    return preds
-
-
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def main(argv: Sequence[str] | None = None) -> Predictions:
-    parser = argparse.ArgumentParser(prog="python -m cifar_lightning.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("model", help="a run directory, a model.pt2 or a Lightning .ckpt")
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.root=/data/cifar10")
-    parser.add_argument("--tta-flip", action="store_true",
-                        help="average the logits of each image and its mirror (also on if the run's module.tta_flip "
-                             "is; a program with TTA built in is tested as it is)")
-    parser.add_argument("--device", default=default_device())
-    parser.add_argument("--export", metavar="OUT.pt2",
-                        help="also write the evaluated model as a torch.export program (its TTA built in)")
-    args = parser.parse_args(argv)
-
-    try:
-        cfg = load_config(find_run_dir(args.model), args.overrides)
-        datamodule = load_datamodule(cfg)
-        model = load_model(args.model, cfg)
-    except (ValueError, FileNotFoundError, DatasetError, WarmStartError) as error:  # the user's to fix: one line, no traceback
-        parser.error(str(error))
-    return score(model, cfg, datamodule, args.model, args.tta_flip, args.device, args.export)
-
-
-if __name__ == "__main__":
-    main()
