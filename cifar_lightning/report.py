@@ -118,7 +118,7 @@ def plot_curves(scalars: Scalars, title: str = "") -> Figure:
     _plot_series(loss_ax, scalars.get("val/loss"), "val")
     _plot_series(acc_ax, scalars.get("train/acc"), "train", 100)
     _plot_series(acc_ax, scalars.get("val/acc"), "val", 100)
-    lr_tag = next((t for t in sorted(scalars) if t.startswith("lr-")), None)
+    lr_tag = next((t for t in sorted(scalars) if t.startswith(("train/lr", "lr-"))), None)  # lr-*: older runs
     _plot_series(lr_ax, scalars.get(lr_tag), lr_tag or "lr")
     for ax, name in ((loss_ax, "loss"), (acc_ax, "accuracy (%)"), (lr_ax, "learning rate (epoch start)")):
         ax.set_xlabel("epoch")

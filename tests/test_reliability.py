@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from cifar_lightning import training, validation
+from cifar_lightning.callbacks import TrainSpeed
 from cifar_lightning.data.sources import SyntheticSource
 from cifar_lightning.errors import ConfigError, DivergenceError
 from cifar_lightning.models.net import count_parameters
@@ -265,6 +266,17 @@ def event_steps(run_dir: Path, tag: str, pid: int | None = None) -> list[int]:
                   if v.tag == tag)
 
 
+def event_values(run_dir: Path, tag: str) -> dict[int, float]:
+    """The epoch-logged values of ``tag`` in the run's TensorBoard events, by epoch (the last one logged wins)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    values: dict[int, float] = {}
+    for f in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        for e in EventFileLoader(str(f)).Load():
+            values |= {e.step: v.tensor.float_val[0] for v in e.summary.value if v.tag == tag}
+    return {epoch: values[step] for epoch, step in enumerate(sorted(values))}
+
+
 def test_killed_run_resumes_to_the_same_metrics(tmp_path: Path, baseline: dict) -> None:
     run_dir = tmp_path / "run"
     killed = popen(["train.py", *RESUMABLE, f"hydra.run.dir={run_dir}"])
@@ -288,6 +300,49 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path: Path, baseline: dict) 
     baseline_steps = event_steps(Path(baseline["run_dir"]), "val/acc")
     assert len(baseline_steps) == EPOCHS
     assert event_steps(run_dir, "val/acc", resuming.pid) == baseline_steps[epoch + 1:]
+
+
+def stop_at_epoch(patch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Make a run fail as it starts ``epoch``, after the previous epoch's last.ckpt: a killed run, in process."""
+    def start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == epoch:
+            raise RuntimeError("stopped")
+    patch.setattr(TrainSpeed, "on_train_epoch_start", start)
+
+
+@pytest.mark.parametrize("kind", ["finished", "killed"])
+def test_resume_with_more_epochs_continues_on_a_new_schedule(kind: str, tmp_path: Path) -> None:
+    """resume=<run> trainer.max_epochs=N after a finished 1-epoch run or a 3-epoch run killed after its first
+    epoch: the restored one-cycle schedule knew the old length (OneCycleLR raised "Tried to step 5 times");
+    the rest of the run gets its own schedule, starting at its warm-up learning rate."""
+    first = [*TINY, "trainer.max_epochs=1" if kind == "finished" else "trainer.max_epochs=3",
+             "module.optimizer.lr=0.1", "module.scheduler.div_factor=4"]
+    with pytest.MonkeyPatch.context() as patch:
+        if kind == "killed":
+            stop_at_epoch(patch, 1)
+        try:
+            train_in_process(first, tmp_path)
+        except RuntimeError:
+            assert kind == "killed"
+    assert last_epoch(tmp_path / "checkpoints" / "last.ckpt") == 0
+    resumed = train_in_process([*first, f"resume={tmp_path}", "trainer.max_epochs=4"], tmp_path)
+    assert resumed["status"] == "ok" and resumed["epochs"] == 4, resumed
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    schedule = state["lr_schedulers"][0]
+    assert (schedule["total_steps"], schedule["last_epoch"]) == (6, 6)  # epochs 2-4 of 2 batches
+    # the new segment began at its warm-up rate (max_lr / div_factor), not where the old one stood
+    assert event_values(tmp_path, "train/lr/pg1")[1] == pytest.approx(0.1 / 4)  # lr / div_factor
+
+
+def test_a_failed_resume_keeps_the_finished_runs_metrics(tmp_path: Path) -> None:
+    finished = train_in_process(TINY, tmp_path)
+    assert finished["status"] == "ok"
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(RuntimeError, match="stopped"):
+        stop_at_epoch(patch, 1)
+        train_in_process([*TINY, f"resume={tmp_path}", "trainer.max_epochs=4"], tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == finished
+    [attempt] = [json.loads(line) for line in (tmp_path / training.FAILED_ATTEMPTS).read_text().splitlines()]
+    assert attempt["status"] == "failed" and attempt["error"] == "RuntimeError: stopped"
 
 
 # --------------------------------------------------------------------------- 5. divergence
