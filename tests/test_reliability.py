@@ -179,13 +179,12 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path: Path) -> None:
         assert rc == 2, (name, out, err)
         assert err.strip().splitlines()[-1].startswith(line), (name, err)
         assert "Traceback" not in out + err, (name, out, err)
-    failed = json.loads((tmp_path / "value" / "metrics.json").read_text())
-    assert failed["status"] == "failed" and failed["error"].startswith("ConfigError: data.batch_size=0")
-    # A missing dataset: the line says where it looked and which layouts it reads; metrics.json has it too.
+        assert (out + err).count(line.removeprefix("error: ")) == 1, ("printed more than once", name, out, err)
+    # A failed start leaves no run directory behind (the error is on the console, not in a file to find).
+    assert not (tmp_path / "value").exists() and not (tmp_path / "data").exists()
+    # A missing dataset: the line says where it looked and which layouts it reads, with their data= options.
     missing = results["data"][2].strip().splitlines()[-1]
-    assert "pickle layout" in missing and "folder layout" in missing, missing
-    failed = json.loads((tmp_path / "data" / "metrics.json").read_text())
-    assert failed["status"] == "failed" and str(tmp_path / "nothing") in failed["error"] and "\n" not in failed["error"]
+    assert "pickle layout" in missing and "folder layout" in missing and "data=folder" in missing, missing
     rc, out, err = results["typo"]  # unknown keys are Hydra's: its own short message
     assert rc == 1 and "Key 'max_epoch' is not in struct" in err and "Traceback" not in err, err
 
