@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
@@ -169,6 +170,19 @@ def test_report_rebuilds_a_run_without_retraining(sweep: Path, tmp_path: Path) -
         assert docs_copy.stat().st_size < (run_dir / name).stat().st_size
     assert (run_dir / "confusion_matrix.csv").read_text() == (run_dirs(sweep)[0] / "confusion_matrix.csv").read_text()
     assert metrics_of(run_dir) == before
+
+
+def test_report_tests_the_batches_the_run_tested(sweep: Path, tmp_path: Path) -> None:
+    """A run with trainer.limit_test_batches tested part of the test set; report rebuilds its artefacts from that part."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_dirs(sweep)[0], run_dir)
+    config = run_dir / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("trainer:\n", "trainer:\n  limit_test_batches: 1\n", 1))
+    batch = OmegaConf.load(config).data.eval_batch_size
+    assert batch < NUM_TEST
+    report.report_run(run_dir, device="cpu")
+    _, matrix = report.read_confusion_csv(run_dir / "confusion_matrix.csv")
+    assert int(matrix.sum()) == batch
 
 
 def test_report_rebuilds_a_sweep(sweep: Path, tmp_path: Path) -> None:
