@@ -7,6 +7,7 @@ training only, applies the batch regularizer selected by the ``aug`` config grou
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 
 import lightning.pytorch as pl
@@ -22,6 +23,9 @@ from cifar_lightning.errors import ConfigError, DivergenceError
 from cifar_lightning.tta import Shifts, predict_logits
 
 log = logging.getLogger(__name__)
+# Lightning warns that a module's on_after_batch_transfer is used when a datamodule is passed: that is the
+# design here (the device hook belongs to the model's input format, not to the data).
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 BatchAug = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]

@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,17 @@ from cifar_lightning.warm_start import load_network_weights
 from cifar_lightning.validation import check_output_dir, validate_config, validate_data, validate_model
 
 log = logging.getLogger(__name__)
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("💡 Tip")
+
+
+# Known and harmless, from inside Lightning 2.6, on every run: its own pytree helper uses torch's
+# deprecated LeafSpec, and it advertises a cloud logger at each Trainer start.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                        module=r"lightning\.pytorch\.utilities\._pytree")
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_a_tip)
 
 
 def load_weights(module: ClassifierModule, ckpt_path: str | Path) -> None:

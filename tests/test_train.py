@@ -49,11 +49,22 @@ def test_every_model_and_aug_trains_and_tests(model: str, aug: str, compose_task
 
 
 def test_train_py_command(tmp_path: Path) -> None:
-    """``python train.py ...`` as a user types it: exit 0 and a complete run directory where hydra.run.dir says."""
+    """``python train.py ...`` as a user types it: exit 0 and a complete run directory where hydra.run.dir says;
+    a console (here not a terminal) that reads well in a log file and ends with the run's summary."""
     run_dir = tmp_path / "run"
-    result = run_python(["train.py", *TINY, "model=dilated", "aug=cutout", f"hydra.run.dir={run_dir}"])
+    with_progress = [a for a in TINY if "progress_bar" not in a]
+    result = run_python(["train.py", *with_progress, "model=dilated", "aug=cutout", "callbacks.progress_bar.refresh_rate=1",
+                         f"hydra.run.dir={run_dir}"])
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = assert_run_dir(run_dir)
+    console = result.stdout + result.stderr
+    assert "\r" not in console and "\x1b[" not in console  # no progress-bar redraws in a log
+    assert "epoch 1/1 batch 1/2" in console and "epoch 1/1 done in" in console
+    for noise in ("Tip:", "LeafSpec", "on_after_batch_transfer", "FLOPs"):  # Lightning's, on every run
+        assert noise not in console, noise
+    summary = result.stdout.rstrip().splitlines()[-8:]
+    assert summary[0].endswith("Run ok:") and f"{100 * metrics['test_acc']:.2f}%" in summary[1]
+    assert summary[-2:] == [f"  run directory      {run_dir}", f"  model              {run_dir / 'model.pt2'}"]
     assert (metrics["model"], metrics["aug"], metrics["epochs"]) == ("dilated", "cutout", 1)
     assert 0.0 <= metrics["best_val_acc"] <= 1.0
     assert Path(metrics["checkpoint"]).is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
