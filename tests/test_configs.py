@@ -74,7 +74,8 @@ ROWS = all_pairs(group_options())
 @pytest.mark.parametrize("choice", ROWS, ids=[",".join(r.values()) for r in ROWS])
 def test_composition_resolves_and_instantiates(choice: dict[str, str], compose_task, tmp_path: Path) -> None:
     """One row of the covering set: compose, resolve every interpolation, build the cheap pieces."""
-    cfg = compose_task([f"{g}={o}" for g, o in choice.items()], output_dir=tmp_path)
+    store = [f"logger.mlflow.save_dir={tmp_path / 'mlruns'}"] if choice["logger"] == "mlflow" else []
+    cfg = compose_task([*(f"{g}={o}" for g, o in choice.items()), *store], output_dir=tmp_path)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # ${hydra:...} included
     assert resolved["paths"]["output_dir"] == str(tmp_path)
     assert resolved["trainer"]["default_root_dir"] == str(tmp_path)
@@ -134,3 +135,25 @@ def test_documented_overrides_compose(compose_task, tmp_path: Path) -> None:
     assert (trainer.max_epochs, trainer.limit_train_batches, trainer.limit_val_batches,
             trainer.limit_test_batches) == (3, 5, 2, 1)
     assert trainer.num_devices == 1 and type(trainer.accelerator).__name__ == "CPUAccelerator"
+
+
+@pytest.mark.parametrize(("debug", "expected"), [
+    ("fdr", {"fast_dev_run": True}),
+    ("limit", {"max_epochs": 3, "limit_train_batches": 5}),
+    ("overfit", {"overfit_batches": 2}),
+    ("profiler", {"max_epochs": 1}),
+])
+def test_debug_options_set_up_their_trainer_in_outputs_debug(debug: str, expected: dict, compose_task,
+                                                             tmp_path: Path) -> None:
+    """debug=<option>, as in the Lightning-Hydra template: its trainer settings, a run directory apart from results."""
+    cfg = compose_task([f"debug={debug}"], output_dir=tmp_path)
+    from hydra.core.hydra_config import HydraConfig
+
+    assert HydraConfig.get().run.dir.startswith("outputs/debug/")
+    trainer = instantiate(cfg.trainer, accelerator="cpu", logger=False)
+    for key, value in expected.items():
+        assert cfg.trainer[key] == value
+    if debug == "overfit":  # memorizing two batches: no batch regularizer in the way
+        assert cfg.aug._target_.endswith("NoBatchAug")
+    if debug == "profiler":
+        assert type(trainer.profiler).__name__ == "SimpleProfiler"

@@ -4,6 +4,7 @@
 in test_reliability.py.)"""
 from __future__ import annotations
 
+import csv
 import json
 import math
 from functools import partial
@@ -90,6 +91,27 @@ def test_val_size_zero_trains_on_everything_and_tests_the_last_epoch(compose_tas
     assert metrics["best_val_acc"] is None and metrics["checkpoint"] is None
     assert 0.0 <= metrics["test_acc"] <= 1.0
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch000.ckpt", "last.ckpt"]
+
+
+def test_csv_and_mlflow_loggers_record_the_run(compose_task, monkeypatch, tmp_path: Path) -> None:
+    """logger=csv and logger=mlflow (here both at once, one run): each holds the run's validation and test metrics."""
+    monkeypatch.setattr(training, "export_model", lambda net, path, **_: None)
+    run_dir, store = tmp_path / "run", tmp_path / "mlruns"
+    cfg = compose_task([*TINY, "logger=[csv,mlflow]", f"logger.mlflow.save_dir={store}"], output_dir=run_dir)
+    training.run(cfg)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok", metrics
+
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["test/acc"]) for r in rows if r.get("test/acc")] == [pytest.approx(metrics["test_acc"])]
+    assert any(r.get("val/acc") for r in rows)
+
+    [run] = [p for p in store.glob("*/*") if (p / "meta.yaml").is_file()]
+    assert (run / "tags" / "mlflow.runName").read_text() == f"{metrics['model']}_{metrics['aug']}"
+    test_acc = float((run / "metrics" / "test" / "acc").read_text().split()[1])
+    assert test_acc == pytest.approx(metrics["test_acc"])
+    assert (run / "params" / "seed").read_text() == str(cfg.seed)
 
 
 class RecordedLosses(ClassifierModule):
