@@ -49,13 +49,21 @@ def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [""])[0]
 
 
+def log_to_file(message: str, exc_info: bool = False) -> None:
+    """Record an error in the run's log file (train.log) only: the console shows it once, from
+    stderr (our ``error:`` line, or Hydra's traceback), not a second time through the log."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), sys.exc_info() if exc_info else None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """Turn a user error into ``error: <message>`` on stderr and exit status 2 (logged too)."""
+    """Turn a user error into ``error: <message>`` on stderr and exit status 2 (in train.log too)."""
     try:
         yield
     except UserError as error:
-        if logging.getLogger().handlers:  # into train.log; before Hydra set logging up, stderr has it below
-            log.error("%s: %s", type(error).__name__, first_line(error))
+        log_to_file(f"{type(error).__name__}: {first_line(error)}")
         print(f"error: {first_line(error)}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None

@@ -6,6 +6,8 @@ training only, applies the batch regularizer selected by the ``aug`` config grou
 """
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable
 
 import lightning.pytorch as pl
@@ -20,6 +22,11 @@ from cifar_lightning.data.batches import to_float_nchw
 from cifar_lightning.distill import Distillation
 from cifar_lightning.errors import ConfigError, DivergenceError
 from cifar_lightning.tta import Shifts, predict_logits
+
+log = logging.getLogger(__name__)
+# Lightning warns that a module's on_after_batch_transfer is used when a datamodule is passed: that is the
+# design here (the device hook belongs to the model's input format, not to the data).
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 BatchAug = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -127,16 +134,40 @@ class ClassifierModule(pl.LightningModule):
         """Returns the logits: the RunArtefacts callback builds the confusion matrix from them."""
         return self._eval_step(batch, "test", self.test_acc)
 
-    def configure_optimizers(self) -> dict:
-        optimizer = self.optimizer_factory(decay_groups(self.net, self.hparams.weight_decay))
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        # Schedulers here are step-based and told the run's length (OneCycleLR's total_steps).
-        total_steps = int(self.trainer.estimated_stepping_batches)
+    def build_scheduler(self, optimizer: torch.optim.Optimizer,
+                        total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+        """A step-based schedule told its length (OneCycleLR's ``total_steps``)."""
         try:
-            scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+            return self.scheduler_factory(optimizer, total_steps=total_steps)
         except ZeroDivisionError as e:  # OneCycleLR when pct_start x total_steps is exactly 1
             raise ConfigError(f"module.scheduler cannot schedule a run of {total_steps} optimizer steps ({e}); "
                               "change module.scheduler.pct_start or the run's length (trainer.max_epochs, "
                               "trainer.limit_train_batches)") from e
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer_factory(decay_groups(self.net, self.hparams.weight_decay))
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        # "name": the LR monitor's tag, train/lr, groups it with the other training scalars.
+        scheduler = self.build_scheduler(optimizer, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
+
+    def on_train_start(self) -> None:
+        """A resumed run whose length changed (``resume=<run> trainer.max_epochs=N``) gets a fresh schedule
+        for its remaining steps, from the restored weights and optimizer state: a warm restart.
+
+        The restored schedule knows only the old length: OneCycleLR would stop the run with "Tried to step
+        N times" past its end, and a shorter run would end mid-cycle at a high learning rate.
+        """
+        configs = self.trainer.lr_scheduler_configs
+        total = int(self.trainer.estimated_stepping_batches)
+        remaining = total - self.trainer.global_step
+        if not configs or self.trainer.global_step == 0 or remaining < 1:
+            return
+        config = configs[0]
+        planned = getattr(config.scheduler, "total_steps", total)
+        if planned == total:
+            return
+        config.scheduler = self.build_scheduler(config.scheduler.optimizer, remaining)
+        log.info("resumed as a run of %d steps (was %d): a new learning-rate schedule over the last %d",
+                 total, planned, remaining)

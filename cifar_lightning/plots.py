@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from omegaconf import OmegaConf
 from PIL import Image
 from torch import Tensor
 
@@ -66,7 +67,7 @@ def tensorboard_dir(run_dir: str | Path) -> Path | None:
 def read_scalars(tb_dir: str | Path) -> Scalars:
     """Every scalar tag, per epoch (the last value wins, so a resumed epoch replaces the interrupted one).
 
-    Lightning logs ``epoch`` with every metric; a value logged at step ``s`` (the LR monitor logs
+    Lightning logs ``epoch`` (``trainer/epoch`` here) with every metric; a value logged at step ``s`` (the LR monitor logs
     at an epoch's start) belongs to the epoch of the first ``epoch`` record at a step >= ``s``.
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -75,15 +76,16 @@ def read_scalars(tb_dir: str | Path) -> Scalars:
     accumulator = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
     tags = accumulator.Tags()["scalars"]
-    if "epoch" not in tags:
+    epoch_tag = next((t for t in ("trainer/epoch", "epoch") if t in tags), None)  # epoch: runs before the rename
+    if epoch_tag is None:
         return {}
-    marks = sorted((e.step, int(e.value)) for e in accumulator.Scalars("epoch"))
+    marks = sorted((e.step, int(e.value)) for e in accumulator.Scalars(epoch_tag))
     steps = [step for step, _ in marks]
     scalars: Scalars = {}
     for tag in tags:
         for event in accumulator.Scalars(tag):
             i = bisect.bisect_left(steps, event.step)
-            if tag != "epoch" and i < len(marks):
+            if tag != epoch_tag and i < len(marks):
                 scalars.setdefault(tag, {})[marks[i][1]] = event.value
     return scalars
 
@@ -107,7 +109,7 @@ def plot_curves(scalars: Scalars, title: str = "") -> Figure:
     _plot_series(loss_ax, scalars.get("val/loss"), "val")
     _plot_series(acc_ax, scalars.get("train/acc"), "train", 100)
     _plot_series(acc_ax, scalars.get("val/acc"), "val", 100)
-    lr_tag = next((t for t in sorted(scalars) if t.startswith("lr-")), None)
+    lr_tag = next((t for t in sorted(scalars) if t.startswith(("train/lr", "lr-"))), None)  # lr-*: older runs
     _plot_series(lr_ax, scalars.get(lr_tag), lr_tag or "lr")
     for ax, name in ((loss_ax, "loss"), (acc_ax, "accuracy (%)"), (lr_ax, "learning rate (epoch start)")):
         ax.set_xlabel("epoch")
@@ -118,9 +120,9 @@ def plot_curves(scalars: Scalars, title: str = "") -> Figure:
     best = scalars.get("val/acc")
     if best:
         epoch = max(best, key=best.get)
-        acc_ax.annotate(f"best val {100 * best[epoch]:.2f}% (epoch {epoch + 1})", (epoch + 1, 100 * best[epoch]),
-                        xytext=(0, -28), textcoords="offset points", ha="center", fontsize=9,
-                        arrowprops={"arrowstyle": "->"})
+        acc_ax.plot(epoch + 1, 100 * best[epoch], "*", markersize=10, color="C1",  # in the legend: never on the ticks
+                    label=f"best val {100 * best[epoch]:.2f}% (epoch {epoch + 1})")
+        acc_ax.legend()
     fig.suptitle(title or "Training curves")
     return fig
 
@@ -235,7 +237,9 @@ def write_prediction_artefacts(run_dir: str | Path, preds: Predictions, classes:
 
 
 def augmented_title(batch_aug: str) -> str:
-    return f"A training batch as the network gets it: per-image augmentation, then {batch_aug} (titles: targets)"
+    """``batch_aug``: the batch regularizer's class name (NoBatchAug: none)."""
+    then = "no batch regularizer" if batch_aug == "NoBatchAug" else batch_aug
+    return f"A training batch as the network gets it: per-image augmentation, then {then} (titles: targets)"
 
 
 def write_curves(run_dir: str | Path, tb_dir: str | Path | None) -> Path | None:
@@ -244,7 +248,17 @@ def write_curves(run_dir: str | Path, tb_dir: str | Path | None) -> Path | None:
     if not scalars:
         log.warning("%s: no per-epoch scalars in TensorBoard events; curves.png not written", run_dir)
         return None
-    return save_figure(plot_curves(scalars, f"Training curves: {Path(run_dir).name}"), Path(run_dir) / "curves.png")
+    return save_figure(plot_curves(scalars, f"Training curves: {run_label(run_dir)}"), Path(run_dir) / "curves.png")
+
+
+def run_label(run_dir: str | Path) -> str:
+    """What a run is, for a figure's title: its model and aug choices (from Hydra's record of the run),
+    else its directory's name."""
+    record = Path(run_dir) / ".hydra" / "hydra.yaml"
+    choices = OmegaConf.select(OmegaConf.load(record), "hydra.runtime.choices") if record.is_file() else None
+    if not choices or "model" not in choices:
+        return Path(run_dir).name
+    return f"model={choices['model']}, aug={choices.get('aug')}"
 
 
 # --------------------------------------------------------------------------- per sweep

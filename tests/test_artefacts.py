@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard import SummaryWriter
 
 from cifar_lightning import plots, runs
@@ -133,21 +135,40 @@ def test_tensorboard_has_the_pictures_and_the_hparams_with_final_metrics(sweep: 
     accumulator.Reload()
     images = accumulator.Tags()["images"]
     assert {"artefacts/misclassified", "artefacts/confusion_matrix", "artefacts/augmented_batch"} <= set(images)
-    assert "_hparams_/session_start_info" in accumulator.PluginTagToContent("hparams")
+    hparams = accumulator.PluginTagToContent("hparams")
+    # sessions only: TensorBoard then sorts the hyperparameters that differ between runs (model, aug) first
+    assert "_hparams_/session_start_info" in hparams and "_hparams_/experiment" not in hparams
+    start = HParamsPluginData.FromString(hparams["_hparams_/session_start_info"]).session_start_info
+    assert {"model", "aug", "data"} <= set(start.hparams) and start.hparams["model"].string_value == metrics_of(run_dir)["model"]
+    assert "trainer/epoch" in accumulator.Tags()["scalars"] and "epoch" not in accumulator.Tags()["scalars"]
     final = accumulator.Scalars("hparams/test_acc")[-1].value
     assert final == pytest.approx(metrics_of(run_dir)["test_acc"])
 
 
-def test_curves_are_read_per_epoch(tmp_path: Path) -> None:
-    """Lightning's layout: `epoch` logged with each metric, the LR monitor at each epoch's first step."""
+@pytest.mark.parametrize("epoch_tag", ["trainer/epoch", "epoch"])  # ours, and Lightning's in older runs
+def test_curves_are_read_per_epoch(epoch_tag: str, tmp_path: Path) -> None:
+    """Lightning's layout: the epoch logged with each metric, the LR monitor at each epoch's first step."""
     with SummaryWriter(tmp_path) as writer:
         for epoch, (start, end) in enumerate([(0, 2), (3, 5)]):
-            writer.add_scalar("lr-SGD/pg1", 0.1 * (epoch + 1), start)
+            writer.add_scalar("train/lr/pg1", 0.1 * (epoch + 1), start)
             writer.add_scalar("val/acc", 0.5 + epoch / 10, end)
-            writer.add_scalar("epoch", epoch, end)
+            writer.add_scalar(epoch_tag, epoch, end)
     scalars = plots.read_scalars(tmp_path)
-    assert scalars["lr-SGD/pg1"] == pytest.approx({0: 0.1, 1: 0.2})
+    assert scalars["train/lr/pg1"] == pytest.approx({0: 0.1, 1: 0.2})
     assert scalars["val/acc"] == pytest.approx({0: 0.5, 1: 0.6})
+
+
+def test_figure_titles_name_the_run_and_the_best_epoch_sits_in_the_legend(tmp_path: Path) -> None:
+    run_dir = tmp_path / "extra"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      model: dilated\n      aug: none\n")
+    assert plots.run_label(run_dir) == "model=dilated, aug=none"
+    assert plots.run_label(tmp_path) == tmp_path.name  # not a Hydra run: its directory's name
+    assert "NoBatchAug" not in plots.augmented_title("NoBatchAug") and "RICAP" in plots.augmented_title("RICAP")
+    fig = plots.plot_curves({"val/acc": {0: 0.5, 1: 0.7, 2: 0.6}}, "t")
+    acc_ax = fig.axes[1]
+    assert not acc_ax.texts  # no annotation to collide with the tick labels
+    assert "best val 70.00% (epoch 2)" in [t.get_text() for t in acc_ax.get_legend().get_texts()]
 
 
 def test_summary_compares_with_the_study(sweep: Path) -> None:
@@ -179,6 +200,19 @@ def test_report_rebuilds_a_run_without_retraining(sweep: Path, tmp_path: Path) -
     assert metrics_of(run_dir) == before
 
 
+def test_report_tests_the_batches_the_run_tested(sweep: Path, tmp_path: Path) -> None:
+    """A run with trainer.limit_test_batches tested part of the test set; report rebuilds its artefacts from that part."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_dirs(sweep)[0], run_dir)
+    config = run_dir / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("trainer:\n", "trainer:\n  limit_test_batches: 1\n", 1))
+    batch = OmegaConf.load(config).data.eval_batch_size
+    assert batch < NUM_TEST
+    report.report_run(run_dir, device="cpu")
+    _, matrix = read_confusion_csv(run_dir / "confusion_matrix.csv")
+    assert int(matrix.sum()) == batch
+
+
 def test_report_rebuilds_a_sweep(sweep: Path, tmp_path: Path) -> None:
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
@@ -196,8 +230,9 @@ def test_evaluate_a_run_a_checkpoint_and_an_exported_model(sweep: Path, capsys, 
     run_dir = run_dirs(sweep)[1]
     test_acc = metrics_of(run_dir)["test_acc"]
     preds = evaluate.main([str(run_dir), "data.eval_batch_size=10", "--device", "cpu"])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert preds.accuracy() == pytest.approx(test_acc) and len(preds.labels) == NUM_TEST
+    assert "loading the data" in err and f"testing on {NUM_TEST} images (cpu)" in err  # not silent while it works
     assert f"test accuracy: {100 * test_acc:.2f}%" in out
     assert "class_9" in out and "confusion matrix" in out
     checkpoint = runs.best_checkpoint(run_dir)

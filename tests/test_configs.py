@@ -74,7 +74,8 @@ ROWS = all_pairs(group_options())
 @pytest.mark.parametrize("choice", ROWS, ids=[",".join(r.values()) for r in ROWS])
 def test_composition_resolves_and_instantiates(choice: dict[str, str], compose_task, tmp_path: Path) -> None:
     """One row of the covering set: compose, resolve every interpolation, build the cheap pieces."""
-    cfg = compose_task([f"{g}={o}" for g, o in choice.items()], output_dir=tmp_path)
+    store = [f"logger.mlflow.save_dir={tmp_path / 'mlruns'}"] if choice["logger"] == "mlflow" else []
+    cfg = compose_task([*(f"{g}={o}" for g, o in choice.items()), *store], output_dir=tmp_path)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # ${hydra:...} included
     assert resolved["paths"]["output_dir"] == str(tmp_path)
     assert resolved["trainer"]["default_root_dir"] == str(tmp_path)
@@ -160,3 +161,47 @@ def test_experiment_presets_apply_the_study_recipe(overrides: list[str], choices
     assert {key: OmegaConf.select(cfg, key) for key in settings} == settings
     assert {group: cfg.hydra.runtime.choices[group] for group in choices} == choices
     assert cfg.hydra.runtime.choices["callbacks"] == "default"
+
+
+@pytest.mark.parametrize(("debug", "expected"), [
+    ("fdr", {"fast_dev_run": True}),
+    ("limit", {"max_epochs": 3, "limit_train_batches": 5}),
+    ("overfit", {"overfit_batches": 2}),
+    ("profiler", {"max_epochs": 1}),
+])
+def test_debug_options_set_up_their_trainer_in_outputs_debug(debug: str, expected: dict, compose_task,
+                                                             tmp_path: Path) -> None:
+    """debug=<option>, as in the Lightning-Hydra template: its trainer settings, a run directory apart from results."""
+    cfg = compose_task([f"debug={debug}"], output_dir=tmp_path)
+    from hydra.core.hydra_config import HydraConfig
+
+    assert HydraConfig.get().run.dir.startswith("outputs/debug/")
+    trainer = instantiate(cfg.trainer, accelerator="cpu", logger=False)
+    for key, value in expected.items():
+        assert cfg.trainer[key] == value
+    if debug == "overfit":  # memorizing two batches: no batch regularizer in the way
+        assert cfg.aug._target_.endswith("NoBatchAug")
+    if debug == "profiler":
+        assert type(trainer.profiler).__name__ == "SimpleProfiler"
+
+
+# Files in a group that are shared settings, not options a user picks.
+NOT_OPTIONS = {"debug": {"default"}}
+HELP_GROUPS = ["data", "model", "aug", "module/optimizer", "module/distill", "trainer", "callbacks", "logger",
+               "debug", "hparams_search", "experiment"]
+
+
+def test_help_lists_every_option_of_every_group_once() -> None:
+    """``python train.py --help`` is our own one-line-per-group text, kept in step with conf/: a new option
+    shows up in it or fails here; non-options (data/common, paths) are not offered; experiment needs its +."""
+    from conftest import compose_hydra
+
+    text = compose_hydra().hydra.help.template
+    assert "$CONFIG" not in text and "$APP_CONFIG_GROUPS" not in text  # not Hydra's 200-line dump
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ") and line.strip()}
+    for group in HELP_GROUPS:
+        name = "+experiment" if group == "experiment" else group
+        listed = lines[name].split()[1:]
+        for option in set(options(group)) - NOT_OPTIONS.get(group, set()):
+            assert any(word.strip(",*") == option for word in listed), (group, option)
+    assert "paths" not in lines and "common" not in text.replace("commands", "")

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from cifar_lightning import training, validation
+from cifar_lightning.callbacks.speed import TrainSpeed
 from cifar_lightning.data.sources import SyntheticSource
 from cifar_lightning.errors import ConfigError, DivergenceError, ResumeError
 from cifar_lightning.models.net import count_parameters
@@ -178,13 +179,12 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path: Path) -> None:
         assert rc == 2, (name, out, err)
         assert err.strip().splitlines()[-1].startswith(line), (name, err)
         assert "Traceback" not in out + err, (name, out, err)
-    failed = json.loads((tmp_path / "value" / "metrics.json").read_text())
-    assert failed["status"] == "failed" and failed["error"].startswith("ConfigError: data.batch_size=0")
-    # A missing dataset: the line says where it looked and which layouts it reads; metrics.json has it too.
+        assert (out + err).count(line.removeprefix("error: ")) == 1, ("printed more than once", name, out, err)
+    # A failed start leaves no run directory behind (the error is on the console, not in a file to find).
+    assert not (tmp_path / "value").exists() and not (tmp_path / "data").exists()
+    # A missing dataset: the line says where it looked and which layouts it reads, with their data= options.
     missing = results["data"][2].strip().splitlines()[-1]
-    assert "pickle layout" in missing and "folder layout" in missing, missing
-    failed = json.loads((tmp_path / "data" / "metrics.json").read_text())
-    assert failed["status"] == "failed" and str(tmp_path / "nothing") in failed["error"] and "\n" not in failed["error"]
+    assert "pickle layout" in missing and "folder layout" in missing and "data=folder" in missing, missing
     rc, out, err = results["typo"]  # unknown keys are Hydra's: its own short message
     assert rc == 1 and "Key 'max_epoch' is not in struct" in err and "Traceback" not in err, err
 
@@ -265,6 +265,17 @@ def event_steps(run_dir: Path, tag: str, pid: int | None = None) -> list[int]:
                   if v.tag == tag)
 
 
+def event_values(run_dir: Path, tag: str) -> dict[int, float]:
+    """The epoch-logged values of ``tag`` in the run's TensorBoard events, by epoch (the last one logged wins)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    values: dict[int, float] = {}
+    for f in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        for e in EventFileLoader(str(f)).Load():
+            values |= {e.step: v.tensor.float_val[0] for v in e.summary.value if v.tag == tag}
+    return {epoch: values[step] for epoch, step in enumerate(sorted(values))}
+
+
 def test_killed_run_resumes_to_the_same_metrics(tmp_path: Path, baseline: dict) -> None:
     run_dir = tmp_path / "run"
     killed = popen(["train.py", *RESUMABLE, f"hydra.run.dir={run_dir}"])
@@ -288,6 +299,49 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path: Path, baseline: dict) 
     baseline_steps = event_steps(Path(baseline["run_dir"]), "val/acc")
     assert len(baseline_steps) == EPOCHS
     assert event_steps(run_dir, "val/acc", resuming.pid) == baseline_steps[epoch + 1:]
+
+
+def stop_at_epoch(patch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Make a run fail as it starts ``epoch``, after the previous epoch's last.ckpt: a killed run, in process."""
+    def start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == epoch:
+            raise RuntimeError("stopped")
+    patch.setattr(TrainSpeed, "on_train_epoch_start", start)
+
+
+@pytest.mark.parametrize("kind", ["finished", "killed"])
+def test_resume_with_more_epochs_continues_on_a_new_schedule(kind: str, tmp_path: Path) -> None:
+    """resume=<run> trainer.max_epochs=N after a finished 1-epoch run or a 3-epoch run killed after its first
+    epoch: the restored one-cycle schedule knew the old length (OneCycleLR raised "Tried to step 5 times");
+    the rest of the run gets its own schedule, starting at its warm-up learning rate."""
+    first = [*TINY, "trainer.max_epochs=1" if kind == "finished" else "trainer.max_epochs=3",
+             "module.optimizer.lr=0.1", "module.scheduler.div_factor=4"]
+    with pytest.MonkeyPatch.context() as patch:
+        if kind == "killed":
+            stop_at_epoch(patch, 1)
+        try:
+            train_in_process(first, tmp_path)
+        except RuntimeError:
+            assert kind == "killed"
+    assert last_epoch(tmp_path / "checkpoints" / "last.ckpt") == 0
+    resumed = train_in_process([*first, f"resume={tmp_path}", "trainer.max_epochs=4"], tmp_path)
+    assert resumed["status"] == "ok" and resumed["epochs"] == 4, resumed
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    schedule = state["lr_schedulers"][0]
+    assert (schedule["total_steps"], schedule["last_epoch"]) == (6, 6)  # epochs 2-4 of 2 batches
+    # the new segment began at its warm-up rate (max_lr / div_factor), not where the old one stood
+    assert event_values(tmp_path, "train/lr/pg1")[1] == pytest.approx(0.1 / 4)  # lr / div_factor
+
+
+def test_a_failed_resume_keeps_the_finished_runs_metrics(tmp_path: Path) -> None:
+    finished = train_in_process(TINY, tmp_path)
+    assert finished["status"] == "ok"
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(RuntimeError, match="stopped"):
+        stop_at_epoch(patch, 1)
+        train_in_process([*TINY, f"resume={tmp_path}", "trainer.max_epochs=4"], tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == finished
+    [attempt] = [json.loads(line) for line in (tmp_path / training.FAILED_ATTEMPTS).read_text().splitlines()]
+    assert attempt["status"] == "failed" and attempt["error"] == "RuntimeError: stopped"
 
 
 # --------------------------------------------------------------------------- 5. divergence

@@ -4,6 +4,7 @@
 in test_reliability.py.)"""
 from __future__ import annotations
 
+import csv
 import json
 import math
 from functools import partial
@@ -49,11 +50,22 @@ def test_every_model_and_aug_trains_and_tests(model: str, aug: str, compose_task
 
 
 def test_train_py_command(tmp_path: Path) -> None:
-    """``python train.py ...`` as a user types it: exit 0 and a complete run directory where hydra.run.dir says."""
+    """``python train.py ...`` as a user types it: exit 0 and a complete run directory where hydra.run.dir says;
+    a console (here not a terminal) that reads well in a log file and ends with the run's summary."""
     run_dir = tmp_path / "run"
-    result = run_python(["train.py", *TINY, "model=dilated", "aug=cutout", f"hydra.run.dir={run_dir}"])
+    with_progress = [a for a in TINY if "progress_bar" not in a]
+    result = run_python(["train.py", *with_progress, "model=dilated", "aug=cutout", "callbacks.progress_bar.refresh_rate=1",
+                         f"hydra.run.dir={run_dir}"])
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = assert_run_dir(run_dir)
+    console = result.stdout + result.stderr
+    assert "\r" not in console and "\x1b[" not in console  # no progress-bar redraws in a log
+    assert "epoch 1/1 batch 1/2" in console and "epoch 1/1 done in" in console
+    for noise in ("Tip:", "LeafSpec", "on_after_batch_transfer", "FLOPs"):  # Lightning's, on every run
+        assert noise not in console, noise
+    summary = result.stdout.rstrip().splitlines()[-8:]
+    assert summary[0].endswith("Run ok:") and f"{100 * metrics['test_acc']:.2f}%" in summary[1]
+    assert summary[-2:] == [f"  run directory      {run_dir}", f"  model              {run_dir / 'model.pt2'}"]
     assert (metrics["model"], metrics["aug"], metrics["epochs"]) == ("dilated", "cutout", 1)
     assert 0.0 <= metrics["best_val_acc"] <= 1.0
     assert Path(metrics["checkpoint"]).is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
@@ -79,6 +91,27 @@ def test_val_size_zero_trains_on_everything_and_tests_the_last_epoch(compose_tas
     assert metrics["best_val_acc"] is None and metrics["checkpoint"] is None
     assert 0.0 <= metrics["test_acc"] <= 1.0
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch000.ckpt", "last.ckpt"]
+
+
+def test_csv_and_mlflow_loggers_record_the_run(compose_task, monkeypatch, tmp_path: Path) -> None:
+    """logger=csv and logger=mlflow (here both at once, one run): each holds the run's validation and test metrics."""
+    monkeypatch.setattr(training, "export_model", lambda net, path, **_: None)
+    run_dir, store = tmp_path / "run", tmp_path / "mlruns"
+    cfg = compose_task([*TINY, "logger=[csv,mlflow]", f"logger.mlflow.save_dir={store}"], output_dir=run_dir)
+    training.run(cfg)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok", metrics
+
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["test/acc"]) for r in rows if r.get("test/acc")] == [pytest.approx(metrics["test_acc"])]
+    assert any(r.get("val/acc") for r in rows)
+
+    [run] = [p for p in store.glob("*/*") if (p / "meta.yaml").is_file()]
+    assert (run / "tags" / "mlflow.runName").read_text() == f"{metrics['model']}_{metrics['aug']}"
+    test_acc = float((run / "metrics" / "test" / "acc").read_text().split()[1])
+    assert test_acc == pytest.approx(metrics["test_acc"])
+    assert (run / "params" / "seed").read_text() == str(cfg.seed)
 
 
 class RecordedLosses(ClassifierModule):

@@ -112,7 +112,7 @@ def log_hparams(loggers: Sequence[Logger], cfg: DictConfig, metrics: dict[str, A
     from hydra.core.hydra_config import HydraConfig
 
     choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
-    params = {group: str(option) for group, option in choices.items() if not group.startswith("hydra")}
+    params = {group: str(option) for group, option in choices.items() if not group.startswith(("hydra", "paths"))}
     for key in ("module.optimizer.lr", "module.weight_decay", "module.label_smoothing", "data.batch_size",
                 "trainer.max_epochs", "trainer.precision", "seed"):
         params[key] = OmegaConf.select(cfg, key)

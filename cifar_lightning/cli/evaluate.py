@@ -11,6 +11,7 @@ A run directory (or a file inside one) brings its saved config; ``key=value`` ar
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +48,10 @@ def score(model: nn.Module, cfg: DictConfig, datamodule: CIFAR10DataModule, labe
     """Test ``model`` with its test-time augmentation (:func:`tta_settings`), print the report and, with
     ``export``, write the model as a program with that augmentation built in."""
     tta_flip, tta_shifts = tta_settings(model, cfg, flip)
-    preds = predict(model, datamodule.test_dataloader(), tta_flip, device,
+    loader = datamodule.test_dataloader()
+    # a minute or more on a CPU: say what is going on first
+    print(f"testing on {len(loader.dataset)} images ({device})...", file=sys.stderr, flush=True)
+    preds = predict(model, loader, tta_flip, device,
                     precision=OmegaConf.select(cfg, "trainer.precision"), tta_shifts=tta_shifts)
     tta = ("TTA built into the program" if tta_built_in(model)
            else f"flip TTA {'on' if tta_flip else 'off'}, shifts {tta_shifts or 'none'}")
@@ -72,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> Predictions:
 
     with exit_on_user_error():
         cfg = load_config(find_run_dir(args.model), args.overrides)
+        print(f"loading the data ({cfg.data.datamodule.source._target_.rsplit('.', 1)[-1]})...", file=sys.stderr, flush=True)
         datamodule = load_datamodule(cfg)
         model = load_model(args.model, cfg)
         return score(model, cfg, datamodule, args.model, args.tta_flip, args.device, args.export)

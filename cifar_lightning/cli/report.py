@@ -9,6 +9,7 @@ rebuilds them from ``.hydra/config.yaml``, ``model.pt2`` (or the best checkpoint
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -21,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from cifar_lightning.data.batches import to_float_nchw
 from cifar_lightning.errors import RunDirError, exit_on_user_error
@@ -40,6 +42,18 @@ def augmented_batch(cfg: DictConfig, datamodule) -> tuple[Tensor, Tensor]:
     return instantiate(cfg.aug)(to_float_nchw(images, channels_last=False), labels)
 
 
+def tested_batches(cfg: DictConfig, loader: DataLoader) -> Iterable:
+    """The test batches the run itself tested: all, or the first ``trainer.limit_test_batches`` (a count or,
+    as Lightning reads a float, a fraction), so the rebuilt confusion matrix agrees with metrics.json."""
+    limit = OmegaConf.select(cfg, "trainer.limit_test_batches")
+    if limit is None or limit == 1.0 and isinstance(limit, float):
+        return loader
+    count = limit if isinstance(limit, int) else int(len(loader) * limit)
+    log.info("testing the first %d of %d test batches, as the run did (trainer.limit_test_batches=%s)",
+             count, len(loader), limit)
+    return itertools.islice(loader, count)
+
+
 def report_run(run_dir: str | Path, device: str | None = None) -> dict[str, Any]:
     """Rebuild every per-run artefact from the saved config, model and events.
 
@@ -52,7 +66,7 @@ def report_run(run_dir: str | Path, device: str | None = None) -> dict[str, Any]
     classes = datamodule.classes
     model = load_model(run_dir, cfg)
     tta_flip, tta_shifts = tta_settings(model, cfg)
-    preds = predict(model, datamodule.test_dataloader(), tta_flip, device,
+    preds = predict(model, tested_batches(cfg, datamodule.test_dataloader()), tta_flip, device,
                     precision=OmegaConf.select(cfg, "trainer.precision"), tta_shifts=tta_shifts)
     summary = write_prediction_artefacts(run_dir, preds, classes)
     metrics_path = run_dir / "metrics.json"

@@ -38,8 +38,8 @@ SIDE = 32
 ROW_BYTES = 3 * SIDE * SIDE
 
 HOW_TO_GET = (
-    f"expected the pickle layout <root>/{PICKLE_DIR}/{{data_batch_1..5,test_batch,batches.meta}} "
-    "or the folder layout <root>/{train,test}/<class>/*.jpg|png; "
+    f"expected the pickle layout <root>/{PICKLE_DIR}/{{data_batch_1..5,test_batch,batches.meta}} (data=cifar10) "
+    "or the folder layout <root>/{train,test}/<class>/*.jpg|png (data=folder); "
     "set data.download=true to fetch the official set, or point data.root at a copy"
 )
 REDOWNLOAD = "delete it and re-download (data.download=true) or re-create the copy"
@@ -173,7 +173,7 @@ def download_archive(root: Path) -> Path:
             tmp_path.unlink(missing_ok=True)
             raise DatasetError(
                 f"{root}: could not download {URL} (no network? {e}); place a copy under {root} "
-                f"(pickle layout {PICKLE_DIR}/ or folder layout train/,test/) or point data.root at one"
+                f"(pickle layout {PICKLE_DIR}/, or folder layout train/,test/ with data=folder) or point data.root at one"
             ) from e
     if h.hexdigest() != MD5:
         tmp_path.unlink()
@@ -207,12 +207,20 @@ class PickleSource:
     def _missing(self) -> list[str]:
         return [name for name in PICKLE_FILES if not (self.folder / name).is_file()]
 
+    def _check_not_folder_layout(self) -> None:
+        """A folder-layout copy at data.root is read by another source: say which, rather than 'not found'."""
+        if not self.folder.is_dir() and all((self.root / split).is_dir() for split in ("train", "test")):
+            raise DatasetError(f"{self.root}: holds the folder layout train/,test/, not {PICKLE_DIR}/; "
+                               "add data=folder to read it")
+
     def prepare(self) -> None:
         """Download and extract the official archive, only if files are missing and download was asked for."""
+        self._check_not_folder_layout()
         if self.download and self._missing():
             extract_archive(download_archive(self.root), self.root)
 
     def load(self) -> CifarArrays:
+        self._check_not_folder_layout()
         if not self.folder.is_dir():
             raise DatasetError(f"{self.folder}: CIFAR-10 not found (no such directory); {HOW_TO_GET}")
         missing = self._missing()
@@ -271,6 +279,13 @@ def _read_folder_split(split_dir: Path, classes: list[str]) -> tuple[np.ndarray,
     return images, labels
 
 
+def _mixed(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The images in one fixed mixed order, as the official pickles hold them: read class by class, the
+    first validation and test batches (a short run's only ones) would hold a single class."""
+    order = np.random.default_rng(0).permutation(len(labels))
+    return images[order], labels[order]
+
+
 class FolderSource:
     """An image-folder copy: <root>/{train,test}/<class>/*.jpg|*.jpeg|*.png, classes = sorted folder names."""
 
@@ -296,8 +311,8 @@ class FolderSource:
                 f"{test_dir}: class folders differ from {train_dir} (only in train: {only_train}, "
                 f"only in test: {only_test}); make both splits hold the same class folders"
             )
-        train_images, train_labels = _read_folder_split(train_dir, classes)
-        test_images, test_labels = _read_folder_split(test_dir, classes)
+        train_images, train_labels = _mixed(*_read_folder_split(train_dir, classes))
+        test_images, test_labels = _mixed(*_read_folder_split(test_dir, classes))
         return CifarArrays(train_images, train_labels, test_images, test_labels, classes)
 
 
