@@ -6,9 +6,11 @@ Trainings use tiny synthetic data (conftest.TINY); the command-line behaviour is
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import random
 import re
 import signal
 import subprocess
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -27,7 +30,7 @@ from cifar_lightning.data.sources import SyntheticSource
 from cifar_lightning.errors import ConfigError, DivergenceError
 from cifar_lightning.models.net import count_parameters
 from cifar_lightning.module import ClassifierModule
-from cifar_lightning.resume import ResumeError, checkpoint_path, resume_argv
+from cifar_lightning.resume import RandomState, ResumeError, checkpoint_path, resume_argv
 from cifar_lightning.training import load_weights
 from conftest import ROOT, TINY, clear_hydra, options, task_config
 
@@ -246,6 +249,34 @@ def test_resume_argv_reuses_the_runs_overrides_and_directory(tmp_path: Path) -> 
     assert resume_argv(["trainer.max_epochs=5"]) == ["trainer.max_epochs=5"]
     with pytest.raises(ResumeError, match="drop -m"):
         resume_argv(["-m", f"resume={run_dir}"])
+
+
+def draw_from_every_generator(transform) -> list[float]:
+    """One number from each generator a resumed run must continue: torch, numpy, random and the transform's."""
+    return [torch.rand(1).item(), np.random.rand(), random.random(), transform.random_generator.random(),
+            transform.py_random.random()]
+
+
+def test_random_state_restores_every_generator_from_a_weights_only_checkpoint() -> None:
+    """What the checkpoint holds, read back with weights_only=True, puts every stream back where it was."""
+    import albumentations as A
+
+    transform = A.Compose([A.HorizontalFlip()])
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(train_transform=transform))
+    saving = RandomState(seed=7)
+    saving.setup(trainer, None, "fit")  # seeds the transform's generators from `seed`: repeatable runs
+    assert transform.random_generator.random() == np.random.default_rng(7).random()
+    assert transform.py_random.random() == random.Random(7).random()
+    buffer = io.BytesIO()
+    torch.save(saving.state_dict(), buffer)
+    expected = draw_from_every_generator(transform)
+
+    resumed = RandomState(seed=0)  # a fresh process: other seeds, then the checkpoint is loaded
+    resumed.setup(trainer, None, "fit")
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    buffer.seek(0)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert draw_from_every_generator(transform) == expected
 
 
 def last_epoch(ckpt: Path) -> int | None:
