@@ -11,6 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+from omegaconf import OmegaConf
+
 from cifar_lightning import summary
 
 # Every column distinct, so a value written under another column's header shows.
@@ -83,3 +86,22 @@ def test_each_value_is_under_its_own_header() -> None:
 
     [csv_row, _] = csv.DictReader(io.StringIO(summary.to_csv(rows)))
     assert csv_row["swept"] == "model=strided aug=ricap lr=0.0123456" and float(csv_row["vs_reference_acc"]) == 0.75 - 0.8762
+
+
+def test_the_command_and_the_multirun_callback_write_the_table_and_exit_1_on_a_failure(tmp_path: Path, monkeypatch,
+                                                                                        capsys) -> None:
+    """``python -m cifar_lightning.summary <dir>`` (main() reads sys.argv) and the Hydra callback a sweep ends with."""
+    make_job(tmp_path, "0_strided_ricap", FINISHED)
+    make_job(tmp_path, "1_dilated_cutout", None)
+    monkeypatch.setattr("sys.argv", ["summary", str(tmp_path)])
+    with pytest.raises(SystemExit) as command:
+        summary.main()
+    table = (tmp_path / "summary.md").read_text()
+    assert command.value.code == 1 and table in capsys.readouterr().out
+    (tmp_path / "summary.md").unlink()
+
+    with pytest.raises(SystemExit) as callback:
+        summary.SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    out = capsys.readouterr().out
+    assert callback.value.code == 1 and (tmp_path / "summary.md").read_text() == table
+    assert f"Sweep summary (2 runs): {tmp_path / 'summary.md'}" in out and table in out
