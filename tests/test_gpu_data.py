@@ -1,4 +1,5 @@
 """The device-resident data path (data=cifar10_gpu), checked on the CPU."""
+import pytest
 import torch
 
 from cifar_lightning.data.gpu_loader import DeviceBatches, crop_flip, reflect_pad
@@ -23,6 +24,31 @@ def test_every_crop_is_a_window_of_the_padded_image_possibly_mirrored():
         windows = [padded[i, y:y + 8, x:x + 8] for y in range(5) for x in range(5)]
         windows += [w.flip(1) for w in windows]
         assert any(torch.equal(out[i], w) for w in windows)
+
+
+def _coordinates(size: int) -> torch.Tensor:
+    """One uint8 NHWC image whose pixel (y, x) holds (y, x, 0): a crop's smallest (y, x) is its offset."""
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    return torch.stack([y, x, torch.zeros_like(y)], -1).to(torch.uint8)[None]
+
+
+@pytest.mark.parametrize("padding", [0, 1, 3])
+def test_crop_offsets_take_every_value_from_0_to_twice_the_padding(padding: int):
+    """Each crop is the window at (dy, dx), mirrored in about half the crops, and every offset pair occurs."""
+    size, n = 4, 1000
+    padded = _coordinates(size + 2 * padding)
+    out = crop_flip(padded, torch.zeros(n, dtype=torch.long), size, padding, flip=True,
+                    generator=torch.Generator().manual_seed(0))
+    offsets, mirrored = set(), 0
+    for crop in out:
+        dy, dx = int(crop[..., 0].min()), int(crop[..., 1].min())
+        window = padded[0, dy:dy + size, dx:dx + size]
+        is_mirror = not torch.equal(crop, window)
+        assert torch.equal(crop, window.flip(1) if is_mirror else window)
+        offsets.add((dy, dx))
+        mirrored += is_mirror
+    assert offsets == {(dy, dx) for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)}
+    assert 0.4 * n < mirrored < 0.6 * n
 
 
 def test_reflect_pad_mirrors_the_border():

@@ -55,6 +55,20 @@ def test_preset_outputs_ten_logits(preset) -> None:
         assert net.eval()(torch.rand(3, 3, 32, 32)).shape == (3, 10)
 
 
+def test_the_network_normalizes_its_input_per_channel() -> None:
+    """Normalization is the network's first step (the exported program takes [0, 1] images): the net with
+    mean m and std s computes on x what the same weights with mean 0 and std 1 compute on (x - m) / s."""
+    torch.manual_seed(0)
+    mean, std = (0.2, 0.5, 0.7), (0.1, 0.3, 0.6)
+    net = Net(stem_channels=4, stages=[Stage(channels=4)], mean=mean, std=std).eval()
+    plain = Net(stem_channels=4, stages=[Stage(channels=4)], mean=(0.0,) * 3, std=(1.0,) * 3).eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("normalize.")}, strict=False)
+    x = torch.rand(2, 3, 8, 8)
+    normalized = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), plain(normalized))
+
+
 FOUR_STAGE_PRESETS = ["strided", "dilated", "strided_c1wide", "dilated_c1wide", "strided_mid"]  # the study's C1-C4 layout (model=gated stops at 8x8)
 
 

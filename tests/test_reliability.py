@@ -6,9 +6,11 @@ Trainings use tiny synthetic data (conftest.TINY); the command-line behaviour is
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import random
 import re
 import signal
 import subprocess
@@ -18,11 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from cifar_lightning import training, validation
+from cifar_lightning.callbacks.random_state import RandomState
 from cifar_lightning.callbacks.speed import TrainSpeed
 from cifar_lightning.data.sources import SyntheticSource
 from cifar_lightning.errors import ConfigError, DivergenceError, ResumeError
@@ -248,6 +252,34 @@ def test_resume_argv_reuses_the_runs_overrides_and_directory(tmp_path: Path) -> 
         resume_argv(["-m", f"resume={run_dir}"])
 
 
+def draw_from_every_generator(transform) -> list[float]:
+    """One number from each generator a resumed run must continue: torch, numpy, random and the transform's."""
+    return [torch.rand(1).item(), np.random.rand(), random.random(), transform.random_generator.random(),
+            transform.py_random.random()]
+
+
+def test_random_state_restores_every_generator_from_a_weights_only_checkpoint() -> None:
+    """What the checkpoint holds, read back with weights_only=True, puts every stream back where it was."""
+    import albumentations as A
+
+    transform = A.Compose([A.HorizontalFlip()])
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(train_transform=transform))
+    saving = RandomState(seed=7)
+    saving.setup(trainer, None, "fit")  # seeds the transform's generators from `seed`: repeatable runs
+    assert transform.random_generator.random() == np.random.default_rng(7).random()
+    assert transform.py_random.random() == random.Random(7).random()
+    buffer = io.BytesIO()
+    torch.save(saving.state_dict(), buffer)
+    expected = draw_from_every_generator(transform)
+
+    resumed = RandomState(seed=0)  # a fresh process: other seeds, then the checkpoint is loaded
+    resumed.setup(trainer, None, "fit")
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    buffer.seek(0)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert draw_from_every_generator(transform) == expected
+
+
 def last_epoch(ckpt: Path) -> int | None:
     try:
         return torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"]
@@ -255,14 +287,33 @@ def last_epoch(ckpt: Path) -> int | None:
         return None
 
 
-def event_steps(run_dir: Path, tag: str, pid: int | None = None) -> list[int]:
-    """The steps at which ``tag`` was logged in the run's TensorBoard events (by process ``pid`` only if given)."""
+def logged_scalars(run_dir: Path, pid: int | None = None) -> dict[tuple[str, int], float]:
+    """Every scalar in the run's TensorBoard events by (tag, step), by process ``pid`` only if given;
+    less the throughput, which is timed and so differs between any two runs."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util.tensor_util import make_ndarray
 
     files = [f for f in (run_dir / "tensorboard").glob("events.out.tfevents.*")  # *.<time>.<host>.<pid>.<n>
              if pid is None or f.name.split(".")[-2] == str(pid)]
-    return sorted(e.step for f in files for e in EventFileLoader(str(f)).Load() for v in e.summary.value
-                  if v.tag == tag)
+    return {(v.tag, e.step): make_ndarray(v.tensor).item() for f in files for e in EventFileLoader(str(f)).Load()
+            for v in e.summary.value
+            if v.metadata.plugin_data.plugin_name == "scalars" and v.tag != "train/images_per_sec"}
+
+
+def event_steps(run_dir: Path, tag: str, pid: int | None = None) -> list[int]:
+    """The steps at which ``tag`` was logged in the run's TensorBoard events (by process ``pid`` only if given)."""
+    return sorted(step for logged, step in logged_scalars(run_dir, pid) if logged == tag)
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The state dict of the run's last checkpoint: what every epoch, not only the best one, led to."""
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_weights(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert got.keys() == expected.keys()
+    differ = [k for k in expected if not torch.equal(got[k], expected[k])]
+    assert not differ, f"weights differ from the uninterrupted run's: {differ[:5]}"
 
 
 def event_values(run_dir: Path, tag: str) -> dict[int, float]:
@@ -299,6 +350,12 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path: Path, baseline: dict) 
     baseline_steps = event_steps(Path(baseline["run_dir"]), "val/acc")
     assert len(baseline_steps) == EPOCHS
     assert event_steps(run_dir, "val/acc", resuming.pid) == baseline_steps[epoch + 1:]
+    # The best checkpoint may be one from before the kill: the epochs after it must match too, bit for bit.
+    assert_same_weights(final_weights(run_dir), final_weights(Path(baseline["run_dir"])))
+    resumed_values = logged_scalars(run_dir, resuming.pid)
+    baseline_values = logged_scalars(Path(baseline["run_dir"]))
+    assert {key for key in baseline_values if key[1] > baseline_steps[epoch]} <= resumed_values.keys()
+    assert resumed_values == {key: value for key, value in baseline_values.items() if key in resumed_values}
 
 
 def stop_at_epoch(patch: pytest.MonkeyPatch, epoch: int) -> None:
@@ -399,5 +456,8 @@ def test_a_failing_sweep_job_does_not_stop_the_others(tmp_path: Path) -> None:
 
 
 def test_same_seed_and_config_give_the_same_metrics(tmp_path: Path, baseline: dict) -> None:
+    """The same metrics, every epoch's logged values and the same final weights, not only the best epoch's."""
     again = train_in_process(RESUMABLE, tmp_path)
     assert {k: again[k] for k in COMPARED} == {k: baseline[k] for k in COMPARED}
+    assert logged_scalars(tmp_path) == logged_scalars(Path(baseline["run_dir"]))
+    assert_same_weights(final_weights(tmp_path), final_weights(Path(baseline["run_dir"])))
