@@ -151,7 +151,7 @@ def recipe_settings() -> dict[str, object]:
 
 @pytest.mark.parametrize(("overrides", "choices"), [
     (["+experiment=study", "model=dilated", "aug=cutout"], {"model": "dilated", "aug": "cutout", "data": "cifar10"}),
-    (["+experiment=best"], {"model": "strided", "aug": "none", "data": "cifar10_gpu"}),
+    (["+experiment=best"], {"model": "strided_c1wide", "aug": "none", "data": "cifar10_gpu"}),
 ])
 def test_experiment_presets_apply_the_study_recipe(overrides: list[str], choices: dict[str, str]) -> None:
     """A study cell is ``+experiment=study model=... aug=...``; ``best`` builds on the same recipe."""
@@ -161,6 +161,16 @@ def test_experiment_presets_apply_the_study_recipe(overrides: list[str], choices
     assert {key: OmegaConf.select(cfg, key) for key in settings} == settings
     assert {group: cfg.hydra.runtime.choices[group] for group in choices} == choices
     assert cfg.hydra.runtime.choices["callbacks"] == "default"
+
+
+def test_fast_cpu_preset_is_the_cpu_layout_on_device_resident_data() -> None:
+    """``+experiment=fast_cpu``: model=strided on resident data (crop + flip, no worker processes to share
+    the cores), no batch regularizer, the study's optimizer settings and flip TTA, 70 epochs."""
+    cfg = compose_hydra(["+experiment=fast_cpu"])
+    choices = {group: cfg.hydra.runtime.choices[group] for group in ("model", "data", "aug")}
+    assert choices == {"model": "strided", "data": "cifar10_gpu", "aug": "none"}
+    assert (cfg.trainer.max_epochs, cfg.module.optimizer.lr, cfg.module.label_smoothing, cfg.module.tta_flip) == \
+        (70, 0.2, 0.1, True)
 
 
 @pytest.mark.parametrize(("debug", "expected"), [
