@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session, as run on the lent H100/H200 (see README "Performance"): the study's 4-cell
+# One GPU run of the study, as on an H100/H200 (see README "Performance"): the study's 4-cell
 # sweep with our recipe on the device-resident data path, candidate models under +experiment=best,
 # and the default (Albumentations) path, all concurrently on one GPU; then everything but
 # checkpoints is tarred.
