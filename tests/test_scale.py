@@ -59,11 +59,14 @@ def test_only_global_rank_zero_writes_metrics(rank: int, written: bool, compose_
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = compose_task(["data=synthetic"], output_dir=tmp_path)
     monkeypatch.setattr(rank_zero_only, "rank", rank)
-    monkeypatch.setattr(training, "train", lambda cfg: {"status": "ok", "best_val_acc": 0.5})
+    monkeypatch.setattr(training, "start", lambda cfg: ())
+    finished = {"status": "ok", "best_val_acc": 0.5, "test_acc": 0.6, "test_loss": 1.0, "params": 1, "epochs": 1,
+                "wall_time_s": 1.0}
+    monkeypatch.setattr(training, "train", lambda cfg, started: finished)
     assert training.run(cfg) == 0.5
     assert (tmp_path / "metrics.json").exists() == written
 
-    def fail(cfg):
+    def fail(cfg, started):
         raise RuntimeError("boom")
 
     (tmp_path / "metrics.json").unlink(missing_ok=True)

@@ -11,7 +11,6 @@ A run directory (or a file inside one) brings its saved config; ``key=value`` ar
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,8 +48,8 @@ def score(model: nn.Module, cfg: DictConfig, datamodule: CIFAR10DataModule, labe
     ``export``, write the model as a program with that augmentation built in."""
     tta_flip, tta_shifts = tta_settings(model, cfg, flip)
     loader = datamodule.test_dataloader()
-    # a minute or more on a CPU: say what is going on first
-    print(f"testing on {len(loader.dataset)} images ({device})...", file=sys.stderr, flush=True)
+    # a minute or more on a CPU: say what is going on first (stdout: stderr is for the one-line errors)
+    print(f"testing on {len(loader.dataset)} images ({device})...", flush=True)
     preds = predict(model, loader, tta_flip, device,
                     precision=OmegaConf.select(cfg, "trainer.precision"), tta_shifts=tta_shifts)
     tta = ("TTA built into the program" if tta_built_in(model)
@@ -76,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> Predictions:
 
     with exit_on_user_error():
         cfg = load_config(find_run_dir(args.model), args.overrides)
-        print(f"loading the data ({cfg.data.datamodule.source._target_.rsplit('.', 1)[-1]})...", file=sys.stderr, flush=True)
+        print(f"loading the data ({cfg.data.datamodule.source._target_.rsplit('.', 1)[-1]})...", flush=True)
         datamodule = load_datamodule(cfg)
         model = load_model(args.model, cfg)
         return score(model, cfg, datamodule, args.model, args.tta_flip, args.device, args.export)

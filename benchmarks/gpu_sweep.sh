@@ -4,14 +4,14 @@
 # and the default (Albumentations) path, all concurrently on one GPU; then everything but
 # checkpoints is tarred.
 #
-#   bash benchmarks/gpu_session.sh            # DATA=/tmp/cifar10 (pickle layout), OUT=results dir
+#   bash benchmarks/gpu_sweep.sh            # DATA=/tmp/cifar10 (pickle layout), OUT=results dir
 # Knobs: EPOCHS (120), MAX_TIME (safety stop per run, DD:HH:MM:SS), RUNS (work dir), TRAINER, ARGS,
 # MODELS (the sweep's models, default strided,dilated), CANDIDATES (model presets trained with
 # +experiment=best, each "preset[:epochs]", default "iterated:70"), EXTRA_RUN.
 set -u
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 DATA=${DATA:-/tmp/cifar10}
-OUT=${OUT:-outputs/gpu_session}
+OUT=${OUT:-outputs/gpu_sweep}
 RUNS=${RUNS:-/tmp/gpu_runs}
 EPOCHS=${EPOCHS:-120}
 MAX_TIME=${MAX_TIME:-00:00:05:30}
