@@ -49,7 +49,7 @@ def score(model: nn.Module, cfg: DictConfig, datamodule: CIFAR10DataModule, labe
     tta_flip, tta_shifts = tta_settings(model, cfg, flip)
     loader = datamodule.test_dataloader()
     # a minute or more on a CPU: say what is going on first (stdout: stderr is for the one-line errors)
-    print(f"testing on {len(loader.dataset)} images ({device})...", flush=True)
+    print(f"testing the test set ({device})...", flush=True)
     preds = predict(model, loader, tta_flip, device,
                     precision=OmegaConf.select(cfg, "trainer.precision"), tta_shifts=tta_shifts)
     tta = ("TTA built into the program" if tta_built_in(model)
