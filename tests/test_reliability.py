@@ -461,3 +461,15 @@ def test_same_seed_and_config_give_the_same_metrics(tmp_path: Path, baseline: di
     assert {k: again[k] for k in COMPARED} == {k: baseline[k] for k in COMPARED}
     assert logged_scalars(tmp_path) == logged_scalars(Path(baseline["run_dir"]))
     assert_same_weights(final_weights(tmp_path), final_weights(Path(baseline["run_dir"])))
+
+
+@pytest.mark.parametrize("threads", [3, None])
+def test_cpu_threads_sets_torchs_threads_and_null_keeps_torchs_choice(threads, compose_task, tmp_path: Path) -> None:
+    """``cpu_threads=N`` is the number of threads torch computes with; null leaves torch's own choice."""
+    cfg = compose_task([*TINY, f"cpu_threads={'null' if threads is None else threads}"], output_dir=tmp_path)
+    before = torch.get_num_threads()
+    try:
+        training.start(cfg)
+        assert torch.get_num_threads() == (before if threads is None else threads)
+    finally:
+        torch.set_num_threads(before)
