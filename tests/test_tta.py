@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from cifar_lightning.export import export_model
 from cifar_lightning.runs import tta_settings
-from cifar_lightning.tta import predict_logits, shift, views
+from cifar_lightning.tta import TestTimeAveraged, predict_logits, shift, views
 from conftest import compose_hydra
 
 
@@ -32,6 +32,16 @@ def test_views_are_the_image_its_shifts_and_with_flip_their_mirrors() -> None:
     for g, w in zip(got, want + [v.flip(3) for v in want]):
         torch.testing.assert_close(g, w)
     assert views(x) == [x]
+
+
+def test_without_tta_settings_the_prediction_is_the_plain_network() -> None:
+    """No averaging unless asked for: a caller that passes no TTA settings gets ``net(x)``."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5)).eval()
+    x = torch.rand(2, 3, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(predict_logits(net, x), net(x))
+        torch.testing.assert_close(TestTimeAveraged(net)(x), net(x))
 
 
 def test_exported_tta_program_is_the_mean_over_the_views_with_the_nets_parameters(tmp_path: Path) -> None:
