@@ -3,12 +3,14 @@
     python scripts/mutation.py                    # every module of [tool.mutation.tests] in pyproject.toml
     python scripts/mutation.py sweeps tta         # some of them (cifar_lightning/<name>.py)
     python scripts/mutation.py --scores           # only the table, from the runs already made
+    python scripts/mutation.py --survivors tta    # after adding tests: run only the mutants that survived
 
 Slow (minutes per module; not part of CI) and CPU-heavy, so mutmut runs at the lowest priority.
 Each module runs in ``.mutation/<module>/`` (ignored by git): links to the sources and tests and a
 pyproject.toml with ``[tool.mutmut]`` plus that module and its tests, so mutmut's first pass, which
 runs every selected test, runs only that module's. A module run again reuses its results where its
-code and tests did not change. ``cd .mutation/<module> && mutmut show <mutant>`` prints one mutant's diff.
+code did not change, even where its tests did: ``--survivors`` runs the surviving mutants again against the
+current tests. ``cd .mutation/<module> && mutmut show <mutant>`` prints one mutant's diff.
 """
 from __future__ import annotations
 
@@ -55,11 +57,15 @@ def workspace(module: str, tool: dict, path: str, tests: list[str]) -> Path:
     return work
 
 
-def statuses(work: Path) -> Counter:
-    """The module's mutants by status, from ``mutmut results --all true`` (lines ``<mutant>: <status>``)."""
+def results(work: Path) -> dict[str, str]:
+    """The module's mutants and their status, from ``mutmut results --all true`` (lines ``<mutant>: <status>``)."""
     out = subprocess.run([*MUTMUT, "results", "--all", "true"], cwd=work, check=True, capture_output=True,
                          text=True).stdout
-    return Counter(line.strip().rpartition(": ")[2] for line in out.splitlines() if ": " in line)
+    return dict(line.strip().rpartition(": ")[::2] for line in out.splitlines() if ": " in line)
+
+
+def statuses(work: Path) -> Counter:
+    return Counter(results(work).values())
 
 
 def score_table(counts_by_module: dict[str, Counter]) -> str:
@@ -79,6 +85,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("modules", nargs="*", help="module names, e.g. sweeps models.net (default: all)")
     parser.add_argument("--scores", action="store_true", help="print the table only; run nothing")
+    parser.add_argument("--survivors", action="store_true",
+                        help="run only the mutants that survived (or had no tests) in the last run")
     args = parser.parse_args()
     tool, modules = configured()
     if unknown := sorted(set(args.modules) - set(modules)):
@@ -86,8 +94,14 @@ def main() -> None:
     chosen = args.modules or list(modules)
     for module in chosen:
         work = workspace(module, tool, *modules[module])
-        if not args.scores:
-            subprocess.run(["nice", "-n", "19", *MUTMUT, "run", "--max-children", "2"], cwd=work, check=True)
+        if args.scores:
+            continue
+        names = []  # all of them, unless only the survivors of an earlier run
+        if args.survivors and (work / "mutants").is_dir():
+            names = [name for name, status in results(work).items() if status in ("survived", "no tests")]
+            if not names:
+                continue
+        subprocess.run(["nice", "-n", "19", *MUTMUT, "run", "--max-children", "2", *names], cwd=work, check=True)
     print(score_table({m: statuses(WORK / m) for m in chosen if (WORK / m / "mutants").is_dir()}))
 
 
