@@ -2,6 +2,8 @@
 (images, labels) -> (images, soft targets) contract of every ``conf/aug`` option."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -74,6 +76,42 @@ def test_cutout_with_p_zero_changes_nothing() -> None:
     assert torch.equal(targets, F.one_hot(labels, 10).float())
 
 
+def test_cutout_draws_p_per_image() -> None:
+    """With p = 0.5 about half of the images get a hole: each image is decided on its own."""
+    images = torch.rand(400, 3, 4, 4)
+    out, _ = CutOut(size=2, p=0.5, fill=FILL)(images, torch.zeros(400, dtype=torch.long))
+    holed = (out == torch.tensor(FILL).view(1, 3, 1, 1)).flatten(1).any(1)
+    assert 0.4 < holed.float().mean() < 0.6
+
+
+def zero_draws(monkeypatch) -> None:
+    """torch.rand returns 0.0, the edge of its [0, 1) range: the draw that p = 0 must still refuse."""
+    monkeypatch.setattr(batch_aug.torch, "rand", lambda *size, **kwargs: torch.zeros(*size, **kwargs))
+
+
+def test_p_zero_never_fires_even_on_a_zero_draw(monkeypatch) -> None:
+    """p is the chance to apply, so p = 0 is "never", whatever the draw."""
+    images = torch.rand(4, 3, 8, 8)
+    labels = torch.arange(4)
+    zero_draws(monkeypatch)
+    for regularizer in (CutOut(size=4, p=0.0, fill=FILL), RICAP(p=0.0)):
+        out, targets = regularizer(images, labels)
+        assert torch.equal(out, images), type(regularizer).__name__
+        assert torch.equal(targets, F.one_hot(labels, 10).float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_cutout_keeps_the_dtype_and_writes_the_fill_exactly(dtype: torch.dtype) -> None:
+    """The hole holds ``fill`` rounded once to the images' dtype (0.1 differs in float32 and float64)."""
+    fill = (0.1, 0.2, 0.3)
+    images = torch.rand(6, 3, 8, 8, dtype=dtype) + 1  # in [1, 2]: no pixel equals the fill
+    out, targets = CutOut(size=4, fill=fill)(images, torch.arange(6))
+    assert out.dtype == dtype and targets.dtype == dtype
+    holes = (out == torch.tensor(fill, dtype=dtype).view(1, 3, 1, 1)).all(1)
+    assert (holes.flatten(1).sum(1) >= 4).all()  # every image has its hole (>= 2 x 2 after clipping)
+    assert torch.equal(out.isclose(images), ~holes.unsqueeze(1).expand_as(out))
+
+
 def test_box_masks_on_hand_made_boxes() -> None:
     boxes = torch.tensor([[0, 0, 2, 3], [1, 2, 4, 4]])  # (top, left, bottom, right), ends exclusive
     expected = torch.tensor([
@@ -89,6 +127,25 @@ def test_cutout_boxes_stay_inside_the_image() -> None:
     assert (top >= 0).all() and (left >= 0).all() and (bottom <= 32).all() and (right <= 24).all()
     assert ((bottom - top) <= 16).all() and ((right - left) <= 16).all()
     assert ((bottom - top) == 16).any() and ((bottom - top) < 16).any()
+
+
+def test_cutout_box_centres_are_uniform_over_every_pixel() -> None:
+    """Centre rows 0..H-1 and columns 0..W-1 all occur about equally often (row/column 0 included)."""
+    boxes = cutout_boxes(5000, 5, 7, 2)  # size 2: bottom = cy + 1 and right = cx + 1, never clipped here
+    for centres, extent in ((boxes[:, 2] - 1, 5), (boxes[:, 3] - 1, 7)):
+        counts = torch.bincount(centres, minlength=extent)
+        assert len(counts) == extent
+        assert ((counts - 5000 / extent).abs() < 0.2 * 5000 / extent).all(), counts
+
+
+def test_cutout_boxes_are_whole_pixels_of_odd_sizes_too() -> None:
+    """Box ends are int64 pixel indices; an unclipped box of odd size 5 spans exactly 5 x 5 pixels."""
+    boxes = cutout_boxes(500, 32, 32, 5)
+    assert boxes.dtype == torch.long
+    top, left, bottom, right = boxes.unbind(1)
+    interior = (top > 0) & (left > 0) & (bottom < 32) & (right < 32)
+    assert interior.sum() > 250  # about (26 / 32) ** 2 of them
+    assert ((bottom - top)[interior] == 5).all() and ((right - left)[interior] == 5).all()
 
 
 def coded_images(batch: int, side: int = 32) -> torch.Tensor:
@@ -137,10 +194,29 @@ def test_ricap_with_p_zero_is_the_identity() -> None:
     assert torch.equal(targets, F.one_hot(labels, 10).float())
 
 
-def test_ricap_keeps_channels_last() -> None:
-    images = torch.rand(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+def test_ricap_float64_targets_are_the_exact_area_fractions() -> None:
+    """Targets keep the images' dtype and are computed in it: on a 30 x 30 image (900 pixels) a
+    float32 area fraction would be off by ~1e-8."""
+    batch, side = 8, 30
+    images = coded_images(batch, side).double()
+    out, targets = RICAP()(images, torch.arange(batch))
+    assert targets.dtype == torch.float64
+    source = out[:, 0].long() // 10000
+    for b in range(batch):
+        share = torch.bincount(source[b].flatten(), minlength=10).double() / (side * side)
+        assert torch.allclose(targets[b], share, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("layout", "channels_last"), [
+    (lambda x: x, False),
+    (lambda x: x.contiguous(memory_format=torch.channels_last), True),
+    (lambda x: torch.cat([x, x], dim=3)[..., ::2], False),  # a strided view: neither layout, so the default
+])
+def test_ricap_keeps_the_memory_format(layout: Callable[[torch.Tensor], torch.Tensor], channels_last: bool) -> None:
+    """channels_last in, channels_last out (the model's layout on the GPU); anything else comes out contiguous."""
+    images = layout(torch.rand(4, 3, 32, 32))
     out, _ = RICAP()(images, torch.arange(4))
-    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def test_no_batch_aug_gives_one_hot() -> None:
@@ -149,6 +225,35 @@ def test_no_batch_aug_gives_one_hot() -> None:
     out, targets = NoBatchAug(10)(images, labels)
     assert out is images
     assert torch.equal(targets, F.one_hot(labels, 10).float())
+
+
+def test_everything_stays_on_the_images_device() -> None:
+    """Built on the images' device (the GPU in training; "meta" here, which refuses to mix with CPU)."""
+    meta = torch.device("meta")
+    boxes = cutout_boxes(4, 8, 8, 4, device=meta)
+    assert boxes.device == meta and box_masks(boxes, 8, 8).device == meta
+    images = torch.rand(4, 3, 8, 8, device=meta)
+    labels = torch.zeros(4, dtype=torch.long, device=meta)
+    for regularizer in (CutOut(size=4, p=0.5), RICAP()):
+        out, targets = regularizer(images, labels)
+        assert out.device == meta and targets.device == meta, type(regularizer).__name__
+
+
+@pytest.mark.parametrize(("default", "explicit"), [
+    (NoBatchAug(), NoBatchAug(num_classes=10)),
+    (CutOut(), CutOut(size=16, p=1.0, fill=(0.0, 0.0, 0.0), num_classes=10)),
+    (RICAP(), RICAP(beta=0.3, p=1.0, num_classes=10)),
+], ids=["NoBatchAug", "CutOut", "RICAP"])
+def test_defaults_are_the_papers_cifar10_settings(default: NoBatchAug, explicit: NoBatchAug) -> None:
+    """A bare constructor gives CIFAR-10's 10 classes, CutOut's 16 x 16 hole and RICAP's beta = 0.3."""
+    images = torch.rand(8, 3, 32, 32)
+    labels = torch.arange(8)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        got = default(images, labels)
+        torch.manual_seed(seed)
+        want = explicit(images, labels)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
 @pytest.mark.parametrize("aug", options("aug"))
