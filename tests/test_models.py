@@ -2,6 +2,8 @@
 layer-table arithmetic."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -255,3 +257,37 @@ def test_format_table_text() -> None:
         "",
         "Receptive field: 21 px. Trainable parameters: 6,000. MACs per image: 1,659,200.",
     ]
+
+
+def test_net_defaults_take_rgb_and_give_ten_logits() -> None:
+    """A Net given only its layout (a script, a notebook) is a CIFAR-10 classifier: 3-channel images in,
+    10 logits out."""
+    net = Net(stem_channels=4, stages=[Stage(channels=4)]).eval()
+    assert net.stem[0].in_channels == 3
+    with torch.no_grad():
+        assert net(torch.rand(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_normalize_buffers_keep_the_checkpoint_layout() -> None:
+    """mean and std are float [1, C, 1, 1] buffers, the layout weights/best.pt2 holds, so they load and follow
+    the net's dtype even when a config writes them as integers (``.double()`` skips integer buffers)."""
+    net = Net(stem_channels=4, stages=[Stage(channels=4)], mean=(0, 0, 0), std=(1, 1, 1)).double()
+    for buffer in (net.normalize.mean, net.normalize.std):
+        assert (buffer.shape, buffer.dtype) == ((1, 3, 1, 1), torch.float64)
+
+
+def test_stage_gives_every_field_to_its_residual_block() -> None:
+    """depth, separable, dilation and mid_activation all reach the default block."""
+    body = Stage(channels=4, depth=3, separable=True, dilation=2, mid_activation=True).make_block().body
+    assert [type(m) for m in body] == [SeparableConv] * 3
+    assert [(m[0].groups, m[0].dilation, type(m[1])) for m in body] == [(4, (2, 2), nn.BatchNorm2d)] * 3
+
+
+def test_net_names_the_misconfigured_stage() -> None:
+    """The errors point at the config entry to fix and say how."""
+    with pytest.raises(ValueError, match=re.escape("model.stages[1]: channels 8 != incoming 4; "
+                                                   "add a transition or match the width")):
+        Net(stem_channels=4, stages=[Stage(channels=4), Stage(channels=8)])
+    with pytest.raises(ValueError, match=re.escape("model.stages: depth, mid_activation set beside `block`; give "
+                                                   "them to the block (e.g. block.dilation) or drop `block`")):
+        Stage(channels=8, depth=3, mid_activation=True, block=lambda c: GatedBlock(c, hidden=4)).make_block()
