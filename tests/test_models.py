@@ -2,6 +2,8 @@
 layer-table arithmetic."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -9,7 +11,7 @@ from torch import nn
 
 from cifar_lightning.models.blocks import GatedBlock, IteratedBlock, ResidualBlock, SeparableConv
 from cifar_lightning.models.net import Net, Stage, count_parameters
-from cifar_lightning.models.receptive_field import format_table, layer_table, receptive_fields
+from cifar_lightning.models.receptive_field import LayerRow, format_table, layer_table, receptive_fields
 from cifar_lightning.module import decay_groups
 from conftest import compose_hydra, options
 
@@ -206,3 +208,86 @@ def test_format_table_totals() -> None:
     text = format_table(rows, total_params=count_parameters(tiny_net()))
     assert len([line for line in text.splitlines() if line.startswith("| ")]) == 1 + len(rows)  # header + rows
     assert text.endswith("Receptive field: 11 px. Trainable parameters: 274. MACs per image: 2,896.")
+
+
+def test_layer_table_feeds_one_blank_image_on_the_models_device() -> None:
+    """The forward pass costs one image, built where the weights live: a meta-device model (shapes only,
+    no memory) is tabulated like a CPU one."""
+    net = tiny_net().to("meta")
+    seen: list[tuple[torch.Size, torch.device]] = []
+    net.register_forward_pre_hook(lambda _m, args: seen.append((args[0].shape, args[0].device)))
+    rows = layer_table(net, input_size=(3, 8, 8))
+    assert seen == [((1, 3, 8, 8), torch.device("meta"))]
+    assert [(r.output, r.receptive_field, r.macs) for r in rows] == \
+           [(r.output, r.receptive_field, r.macs) for r in layer_table(tiny_net(), input_size=(3, 8, 8))]
+
+
+def test_layer_table_reads_non_square_geometry_along_the_height() -> None:
+    """Kernel, stride and dilation all come from the height axis, so jump and receptive field describe one
+    consistent axis; output keeps H and W apart and MACs count H * W positions."""
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, stride=(2, 1), dilation=(2, 1), padding=(2, 1)),  # 0
+        nn.Conv2d(3, 3, kernel_size=(3, 1), padding=(1, 0), bias=False),      # 1
+    )
+    rows = layer_table(net, input_size=(2, 8, 6))
+    # 0: H (8 + 4 - 2*2 - 1) // 2 + 1 = 4, W (6 + 2 - 2 - 1) + 1 = 6; params 3*2*9 + 3 = 57;
+    #    MACs 3*4*6 outputs * 2*9 = 1296; rf 1 + 2*2*1 = 5, j 2
+    # 1: 3x1 kernel read as k = 3: rf 5 + 2*1*2 = 9, j 2 (its MACs are left out: layer_table counts k * k taps
+    #    per input channel, right only for square kernels)
+    r0, r1 = rows
+    assert (r0.output, r0.kernel, r0.stride, r0.dilation, r0.jump, r0.receptive_field, r0.params, r0.macs) == \
+           ((3, 4, 6), 3, 2, 2, 2, 5, 57, 1296)
+    assert (r1.output, r1.kernel, r1.stride, r1.dilation, r1.jump, r1.receptive_field) == ((3, 4, 6), 3, 1, 1, 2, 9)
+
+
+def test_format_table_text() -> None:
+    """The whole markdown text, from hand-made rows: header, separator, one line per row with thousands
+    separators, a blank line, and the totals, whose receptive field is the last row's."""
+    rows = [LayerRow("stem", (16, 32, 32), 3, 1, 1, 1, 3, 432, 442_368),
+            LayerRow("down", (16, 16, 16), 3, 2, 1, 2, 5, 144, 36_864),
+            LayerRow("mid", (32, 16, 16), 3, 1, 2, 2, 13, 4_608, 1_179_648),
+            LayerRow("head", (10, 1, 1), 1, 1, 1, 2, 21, 330, 320)]
+    assert format_table(rows, total_params=6_000).splitlines() == [
+        "| layer | output (C x H x W) | kernel | stride | dilation | jump | receptive field | params | MACs |",
+        "|---|---|---|---|---|---|---|---|---|",
+        "| stem | 16 x 32 x 32 | 3 | 1 | 1 | 1 | 3 | 432 | 442,368 |",
+        "| down | 16 x 16 x 16 | 3 | 2 | 1 | 2 | 5 | 144 | 36,864 |",
+        "| mid | 32 x 16 x 16 | 3 | 1 | 2 | 2 | 13 | 4,608 | 1,179,648 |",
+        "| head | 10 x 1 x 1 | 1 | 1 | 1 | 2 | 21 | 330 | 320 |",
+        "",
+        "Receptive field: 21 px. Trainable parameters: 6,000. MACs per image: 1,659,200.",
+    ]
+
+
+def test_net_defaults_take_rgb_and_give_ten_logits() -> None:
+    """A Net given only its layout (a script, a notebook) is a CIFAR-10 classifier: 3-channel images in,
+    10 logits out."""
+    net = Net(stem_channels=4, stages=[Stage(channels=4)]).eval()
+    assert net.stem[0].in_channels == 3
+    with torch.no_grad():
+        assert net(torch.rand(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_normalize_buffers_keep_the_checkpoint_layout() -> None:
+    """mean and std are float [1, C, 1, 1] buffers, the layout weights/best.pt2 holds, so they load and follow
+    the net's dtype even when a config writes them as integers (``.double()`` skips integer buffers)."""
+    net = Net(stem_channels=4, stages=[Stage(channels=4)], mean=(0, 0, 0), std=(1, 1, 1)).double()
+    for buffer in (net.normalize.mean, net.normalize.std):
+        assert (buffer.shape, buffer.dtype) == ((1, 3, 1, 1), torch.float64)
+
+
+def test_stage_gives_every_field_to_its_residual_block() -> None:
+    """depth, separable, dilation and mid_activation all reach the default block."""
+    body = Stage(channels=4, depth=3, separable=True, dilation=2, mid_activation=True).make_block().body
+    assert [type(m) for m in body] == [SeparableConv] * 3
+    assert [(m[0].groups, m[0].dilation, type(m[1])) for m in body] == [(4, (2, 2), nn.BatchNorm2d)] * 3
+
+
+def test_net_names_the_misconfigured_stage() -> None:
+    """The errors point at the config entry to fix and say how."""
+    with pytest.raises(ValueError, match=re.escape("model.stages[1]: channels 8 != incoming 4; "
+                                                   "add a transition or match the width")):
+        Net(stem_channels=4, stages=[Stage(channels=4), Stage(channels=8)])
+    with pytest.raises(ValueError, match=re.escape("model.stages: depth, mid_activation set beside `block`; give "
+                                                   "them to the block (e.g. block.dilation) or drop `block`")):
+        Stage(channels=8, depth=3, mid_activation=True, block=lambda c: GatedBlock(c, hidden=4)).make_block()
