@@ -151,16 +151,27 @@ def recipe_settings() -> dict[str, object]:
 
 @pytest.mark.parametrize(("overrides", "choices"), [
     (["+experiment=study", "model=dilated", "aug=cutout"], {"model": "dilated", "aug": "cutout", "data": "cifar10"}),
-    (["+experiment=best"], {"model": "strided_c1wide", "aug": "none", "data": "cifar10_gpu"}),
 ])
 def test_experiment_presets_apply_the_study_recipe(overrides: list[str], choices: dict[str, str]) -> None:
-    """A study cell is ``+experiment=study model=... aug=...``; ``best`` builds on the same recipe."""
+    """A study cell is ``+experiment=study model=... aug=...``."""
     cfg = compose_hydra(overrides)
     settings = recipe_settings()
     assert {"trainer.max_epochs", "module.optimizer.lr", "module.tta_flip"} <= set(settings)
     assert {key: OmegaConf.select(cfg, key) for key in settings} == settings
     assert {group: cfg.hydra.runtime.choices[group] for group in choices} == choices
     assert cfg.hydra.runtime.choices["callbacks"] == "default"
+
+
+def test_best_is_fast_cpu_longer_on_all_images_with_shift_tta() -> None:
+    """weights/best.json names ``+experiment=best``; its run was these overrides of ``fast_cpu``: the two
+    must compose to the same config, or the shipped model's one command would train something else."""
+    best = compose_hydra(["+experiment=best", "trainer=cpu"])
+    spelled_out = compose_hydra(["+experiment=fast_cpu", "trainer=cpu", "data.batch_size=256", "module.optimizer.lr=0.1",
+                                 "data.val_size=0", "trainer.max_epochs=150",
+                                 "module.tta_shifts=[[1,0],[-1,0],[0,1],[0,-1]]"])
+    for cfg in (best, spelled_out):
+        del cfg.hydra
+    assert OmegaConf.to_yaml(best) == OmegaConf.to_yaml(spelled_out)
 
 
 def test_fast_cpu_preset_is_the_cpu_layout_on_device_resident_data() -> None:
