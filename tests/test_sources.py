@@ -177,41 +177,29 @@ def test_pickle_not_a_pickle(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("batch", "expected"),
+    ("name", "content", "expected"),
     [
-        ({b"data": np.zeros((4, 3000), np.uint8), b"labels": [0] * 4}, "data is uint8 [4, 3000], expected uint8 [N,"),
-        ({b"data": np.zeros((4, 3072), np.float32), b"labels": [0] * 4}, "data is float32 [4, 3072], expected uint8"),
-        ({b"data": [[0] * 3072] * 4, b"labels": [0] * 4}, "data is list, expected uint8 [N, 3072]"),
-        ({b"data": np.zeros((4, 3072), np.uint8)}, "no b'labels' entry"),
-        ({b"data": np.zeros((4, 3072), np.uint8), b"labels": ["cat"] * 4}, "labels are not a list of integers"),
-        ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0] * 3}, "3 labels for 4 images"),
-        ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3]}, "label 3 is outside [0, 3)"),
-        ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, -1, 0, 0]}, "label -1 is outside"),
-        ({b"labels": [0] * 4}, "no b'data' entry"),
-        ([1, 2, 3], "holds a list, expected a CIFAR-10 batch dict"),
+        ("data_batch_2", {b"data": np.zeros((4, 3000), np.uint8), b"labels": [0] * 4}, "data is uint8 [4, 3000], expected uint8 [N,"),
+        ("data_batch_2", {b"data": np.zeros((4, 3072), np.float32), b"labels": [0] * 4}, "data is float32 [4, 3072], expected uint8"),
+        ("data_batch_2", {b"data": [[0] * 3072] * 4, b"labels": [0] * 4}, "data is list, expected uint8 [N, 3072]"),
+        ("data_batch_2", {b"data": np.zeros((4, 3072), np.uint8)}, "no b'labels' entry"),
+        ("data_batch_2", {b"data": np.zeros((4, 3072), np.uint8), b"labels": ["cat"] * 4}, "labels are not a list of integers"),
+        ("data_batch_2", {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0] * 3}, "3 labels for 4 images"),
+        ("data_batch_2", {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3]}, "label 3 is outside [0, 3)"),
+        ("data_batch_2", {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, -1, 0, 0]}, "label -1 is outside"),
+        ("data_batch_2", {b"labels": [0] * 4}, "no b'data' entry"),
+        ("data_batch_2", [1, 2, 3], "holds a list, expected a CIFAR-10 batch dict"),
+        ("batches.meta", {b"num_vis": 3072}, "no b'label_names' entry"),
+        ("batches.meta", {b"label_names": []}, "label_names must be a non-empty list of strings"),
+        ("batches.meta", {b"label_names": [1, 2, 3]}, "label_names must be a non-empty list of strings"),
+        ("batches.meta", {b"label_names": "cat dog frog"}, "label_names must be a non-empty list of strings"),  # iterable, no list
     ],
 )
-def test_pickle_bad_batch(tmp_path: Path, batch: object, expected: str) -> None:
+def test_pickle_bad_file(tmp_path: Path, name: str, content: object, expected: str) -> None:
+    """A malformed batch or metadata file: the error names the file and what is wrong with it."""
     write_pickle_set(tmp_path)
-    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
-    _dump(batch, path)
-    message = error_of(PickleSource(str(tmp_path)))
-    assert str(path) in message and expected in message
-
-
-@pytest.mark.parametrize(
-    ("meta", "expected"),
-    [
-        ({b"num_vis": 3072}, "no b'label_names' entry"),
-        ({b"label_names": []}, "label_names must be a non-empty list of strings"),
-        ({b"label_names": [1, 2, 3]}, "label_names must be a non-empty list of strings"),
-        ({b"label_names": "cat dog frog"}, "label_names must be a non-empty list of strings"),  # iterable, no list
-    ],
-)
-def test_pickle_bad_meta(tmp_path: Path, meta: object, expected: str) -> None:
-    write_pickle_set(tmp_path)
-    path = tmp_path / "cifar-10-batches-py" / "batches.meta"
-    _dump(meta, path)
+    path = tmp_path / "cifar-10-batches-py" / name
+    _dump(content, path)
     message = error_of(PickleSource(str(tmp_path)))
     assert str(path) in message and expected in message
 
@@ -275,12 +263,18 @@ def test_prepare_without_download_does_nothing(tmp_path: Path, monkeypatch: pyte
 # --------------------------------------------------------------------------- download
 
 
-def test_download_and_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def serve_official_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CifarArrays:
+    """A generated set packed as the official tarball, with URL and MD5 pointing at it; returns the set."""
     written = write_pickle_set(tmp_path / "src")
     tarball = tmp_path / "cifar.tar.gz"
     md5 = build_tarball(tarball, {"cifar-10-batches-py": tmp_path / "src" / "cifar-10-batches-py"})
     monkeypatch.setattr(sources, "URL", tarball.as_uri())
     monkeypatch.setattr(sources, "MD5", md5)
+    return written
+
+
+def test_download_and_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written = serve_official_archive(tmp_path, monkeypatch)
     root = tmp_path / "data" / "cifar10"  # its parent is created too
     source = PickleSource(str(root), download=True)
     source.prepare()
@@ -290,11 +284,7 @@ def test_download_and_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def test_download_completes_a_partial_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file missing from an existing copy is a reason to download into the existing root."""
-    written = write_pickle_set(tmp_path / "src")
-    tarball = tmp_path / "cifar.tar.gz"
-    md5 = build_tarball(tarball, {"cifar-10-batches-py": tmp_path / "src" / "cifar-10-batches-py"})
-    monkeypatch.setattr(sources, "URL", tarball.as_uri())
-    monkeypatch.setattr(sources, "MD5", md5)
+    written = serve_official_archive(tmp_path, monkeypatch)
     write_pickle_set(tmp_path / "root")
     (tmp_path / "root" / "cifar-10-batches-py" / "test_batch").unlink()
     source = PickleSource(str(tmp_path / "root"), download=True)
