@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import random
@@ -16,30 +17,34 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from torch import nn
 
 from cifar_lightning import training, validation
 from cifar_lightning.callbacks.random_state import RandomState
 from cifar_lightning.callbacks.speed import TrainSpeed
 from cifar_lightning.data.sources import SyntheticSource
-from cifar_lightning.errors import ConfigError, DivergenceError, ResumeError
+from cifar_lightning.errors import ConfigError, DivergenceError, ResumeError, first_line
 from cifar_lightning.models.net import count_parameters
 from cifar_lightning.module import ClassifierModule
 from cifar_lightning.resume import checkpoint_path, resume_argv
 from cifar_lightning.training import load_weights
+from cifar_lightning.validation import either, index_list, integer, number, one_of, optional, triple
 from conftest import ROOT, TINY, clear_hydra, options, task_config
 
 # Epochs of two batches each: the run is killed once the first epoch's last.ckpt is there.
 EPOCHS = 3
 RESUMABLE = [*TINY, f"trainer.max_epochs={EPOCHS}", "trainer=deterministic"]
 COMPARED = ("test_acc", "test_loss", "best_val_acc", "epochs")
+OUTPUT_DIR_FIX = "pass hydra.run.dir=<a writable directory> (hydra.sweep.dir= with -m)"
 
 
 def popen(args: Sequence[str]) -> subprocess.Popen:
@@ -108,14 +113,95 @@ def test_bad_values_are_rejected_in_one_line(compose, overrides: list[str], expe
 def test_every_problem_is_reported_on_the_same_line(compose) -> None:
     with pytest.raises(ConfigError) as error:
         validation.validate_config(compose(["data.batch_size=0", "trainer.max_epochs=-3"]))
-    assert "data.batch_size=0" in str(error.value) and "trainer.max_epochs=-3" in str(error.value)
-    assert "\n" not in str(error.value)
+    assert str(error.value) == ("data.batch_size=0: must be an integer >= 1; "
+                                "trainer.max_epochs=-3: must be an integer >= 1")
+
+
+@pytest.mark.parametrize(("build", "allowed", "good", "bad"), [
+    (lambda: integer(1), "an integer >= 1", [1, 7], [0, -1, True, 1.0, "1", None]),
+    (lambda: integer(1, 32), "an integer in [1, 32]", [1, 32], [0, 33]),
+    (lambda: number(0.0), "a number >= 0", [0, 0.0, 1e9], [-1e-9, True, "0", None, math.nan, math.inf]),
+    (lambda: number(0.0, low_open=True), "a number > 0", [1e-9, 3], [0, 0.0, -1]),
+    (lambda: number(0.0, 1.0), "a number in [0, 1]", [0, 0.5, 1], [-0.1, 1.1, math.nan]),
+    (lambda: number(0.0, 1.0, high_open=True), "a number in [0, 1)", [0.0, 0.999], [1, 1.0]),
+    (lambda: number(0.0, 1.0, low_open=True, high_open=True), "a number in (0, 1)", [0.5], [0.0, 1.0]),
+    (lambda: one_of(["auto", 2]), "one of auto, 2", ["auto", 2], ["AUTO", 1, None]),
+    (lambda: either(integer(0), number(0.0, 1.0)), "an integer >= 0 or a number in [0, 1]", [3, 0.5], [-1, 1.5]),
+    (lambda: index_list(), "a non-empty list of device indices", [[0], [0, 3]], [[], [-1], [0.5], [True], (0,)]),
+    (lambda: optional(integer(1)), "null or an integer >= 1", [None, 1], [0]),
+    (lambda: triple(number(0.0, 1.0)), "a list of 3 (one per RGB channel), each a number in [0, 1]",
+     [[0, 0.5, 1], (0.1, 0.2, 0.3)], [[0.1, 0.2], [0.1] * 4, [0.1, 2, 0.3], {0.1, 0.2, 0.3}]),
+])
+def test_bad_values_by_kind_of_check(build: Callable[[], validation.Check], allowed: str, good: list, bad: list) -> None:
+    """Each kind of rule at its bounds, and the words the one-line error uses for what it allows."""
+    check = build()
+    assert check.allowed == allowed
+    assert [v for v in good if not check.ok(v)] == []
+    assert [v for v in bad if check.ok(v)] == []
+
+
+def test_bad_values_are_found_after_interpolation_and_absent_keys_are_skipped() -> None:
+    cfg = OmegaConf.create({"data": {"std": [0.25, 0.25, 0.25], "mean": [0.5, 0.5, "${data.std.0}"]}})
+    assert validation.check_values(cfg) == []
+    cfg.data.std[0] = 0
+    assert validation.check_values(cfg) == [
+        "data.std=[0, 0.25, 0.25]: must be a list of 3 (one per RGB channel), each a number > 0"]
+
+
+def test_bad_values_of_the_distillation_teacher(compose, tmp_path: Path) -> None:
+    """Exported models only (a model.pt2, or a run directory with one), each checked; none without module/distill."""
+    run = tmp_path / "run"
+    (run / "model.pt2").parent.mkdir()
+    (run / "model.pt2").touch()
+    exported, ckpt, empty_run = tmp_path / "teacher.pt2", tmp_path / "last.ckpt", tmp_path / "empty_run"
+    exported.touch()
+    ckpt.touch()
+    empty_run.mkdir()
+    assert validation.check_teacher(compose()) == []
+    assert validation.check_teacher(compose(["module/distill=kd"])) == [
+        "module.distill.teacher is not set: pass module.distill.teacher=<model.pt2 or run directory>"]
+    assert validation.check_teacher(compose(["module/distill=kd", "module.distill.teacher=[]"])) == [
+        "module.distill.teacher=[]: name at least one model.pt2 or run directory"]
+    for good in (run, exported):
+        assert validation.check_teacher(compose(["module/distill=kd", f"module.distill.teacher='{good}'"])) == []
+    assert validation.check_teacher(compose(["module/distill=kd", f"module.distill.teacher='{ckpt}'"])) == [
+        f"module.distill.teacher={ckpt}: no such exported model: {ckpt}; pass a model.pt2 or a run directory that "
+        "has one"]
+    teachers = [run, exported, ckpt, tmp_path / "gone.pt2", empty_run]
+    cfg = compose(["module/distill=kd", "module.distill.teacher=[" + ",".join(f"'{t}'" for t in teachers) + "]"])
+    assert validation.check_teacher(cfg) == [
+        f"module.distill.teacher={cfg.module.distill.teacher}: no such exported model: {t}; pass a model.pt2 or a "
+        "run directory that has one" for t in teachers[2:]]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")
 def test_gpu_requested_without_cuda(compose) -> None:
     with pytest.raises(ConfigError, match=r"trainer.accelerator=gpu: no CUDA GPU is visible.*use trainer=cpu"):
         validation.validate_config(compose(["trainer=gpu", "trainer.accelerator=gpu"]))
+
+
+def test_gpu_requested_or_more_devices_than_the_machine_has(compose, monkeypatch) -> None:
+    """On a machine with the GPUs and CPU cores set here: each refusal names the count and the fix."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    gpu_fix = "use trainer=cpu or trainer.accelerator=auto"
+    assert validation.check_machine(compose(["trainer.accelerator=cuda"])) == [
+        f"trainer.accelerator=cuda: no CUDA GPU is visible on this machine; {gpu_fix}"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for devices in ("2", "[1]", "-1", "auto"):
+        assert validation.check_machine(compose(["trainer.accelerator=gpu", f"trainer.devices={devices}"])) == []
+    assert validation.check_machine(compose(["trainer.accelerator=cuda", "trainer.devices=3"])) == [
+        f"trainer.devices=3: this machine has 2 CUDA GPU(s); {gpu_fix}"]
+    assert validation.check_machine(compose(["trainer.accelerator=gpu", "trainer.devices=[0,2]"])) == [
+        f"trainer.devices=[0, 2]: this machine has 2 CUDA GPU(s); {gpu_fix}"]
+    for devices in ("4", "[0,3]", "auto"):
+        assert validation.check_machine(compose([f"trainer.devices={devices}"])) == []
+    assert validation.check_machine(compose(["trainer.devices=5"])) == [
+        "trainer.devices=5: this machine has 4 CPU core(s); lower trainer.devices"]
+    assert validation.check_machine(compose(["trainer.accelerator=auto", "trainer.devices=4096"])) == []  # Lightning's
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: one core is all that can be counted on
+    assert validation.check_machine(compose(["trainer.devices=2"])) == [
+        "trainer.devices=2: this machine has 1 CPU core(s); lower trainer.devices"]
 
 
 @pytest.mark.parametrize("group", ["model", "aug", "module/optimizer", "callbacks"])
@@ -140,8 +226,10 @@ def test_parameter_budget(compose) -> None:
 
     cfg = compose(["max_params=1000"])
     net = instantiate(cfg.model)
-    with pytest.raises(ConfigError, match=rf"max_params=1000: the network has {count_parameters(net)} trainable"):
+    with pytest.raises(ConfigError) as error:
         validation.validate_model(cfg, net)
+    assert str(error.value) == (f"max_params=1000: the network has {count_parameters(net)} trainable parameters; "
+                                "shrink the model (e.g. model.stages[*].channels) or raise max_params")
     validation.validate_model(compose([f"max_params={count_parameters(net)}"]), net)
 
 
@@ -154,9 +242,52 @@ def test_output_dir_must_be_a_writable_directory_with_free_space(tmp_path: Path,
     blocker.write_text("")
     with pytest.raises(ConfigError, match=r"output directory .*/file/run: .*/file is a file, not a directory; pass"):
         validation.check_output_dir(blocker / "run")
-    monkeypatch.setattr(validation.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 5 * 2**20}))
-    with pytest.raises(ConfigError, match=r"only 5 MB free, a run needs 100 MB"):
+    free = {"MB": 100}
+    monkeypatch.setattr(validation.shutil, "disk_usage", lambda path: SimpleNamespace(free=free["MB"] * 2**20))
+    validation.check_output_dir(tmp_path / "run")  # exactly the margin is enough
+    free["MB"] = 5
+    with pytest.raises(ConfigError) as error:
         validation.check_output_dir(tmp_path / "run")
+    assert str(error.value) == (f"output directory {tmp_path / 'run'}: only 5 MB free, a run needs 100 MB; "
+                                f"free some space or {OUTPUT_DIR_FIX}")
+
+
+def test_output_dir_must_be_writable(tmp_path: Path, monkeypatch) -> None:
+    """The probe file is written in the nearest existing directory. (Root may write anywhere, so the refusal is
+    the operating system's, simulated for that directory.)"""
+    refused = tmp_path / "read-only"
+    refused.mkdir()
+    real = validation.tempfile.TemporaryFile
+
+    def temporary_file(dir: Path):
+        if Path(dir) == refused:
+            raise PermissionError(13, "Permission denied")
+        return real(dir=dir)
+    monkeypatch.setattr(validation.tempfile, "TemporaryFile", temporary_file)
+    validation.check_output_dir(tmp_path / "run")
+    with pytest.raises(ConfigError) as error:
+        validation.check_output_dir(refused / "new" / "run")
+    assert str(error.value) == (f"output directory {refused / 'new' / 'run'}: cannot write in {refused} "
+                                f"(Permission denied); {OUTPUT_DIR_FIX}")
+
+
+@pytest.mark.parametrize("bad", ["run", "sweep"])
+def test_output_dir_check_runs_before_hydra_makes_the_run_or_sweep_directory(bad: str, tmp_path: Path, capsys) -> None:
+    """Hydra's callback: the run directory before a run, the sweep directory before a sweep; a bad one ends the
+    process with the one-line error and exit status 2 (Hydra would turn an exception into a warning)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    dirs = {"run": str(tmp_path / "run"), "sweep": str(tmp_path / "sweep")} | {bad: str(blocker / bad)}
+    config = OmegaConf.create({"hydra": {"run": {"dir": dirs["run"]}, "sweep": {"dir": dirs["sweep"]}}})
+    callback = validation.OutputDirCheck()
+    good_start, bad_start = ((callback.on_multirun_start, callback.on_run_start) if bad == "run"
+                             else (callback.on_run_start, callback.on_multirun_start))
+    good_start(config)
+    with pytest.raises(SystemExit) as exit:
+        bad_start(config)
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == (f"error: output directory {blocker / bad}: {blocker} is a file, not a "
+                                       f"directory; {OUTPUT_DIR_FIX}\n")
 
 
 # --------------------------------------------------------------------------- 1, 2, 7 on the command line
@@ -206,9 +337,10 @@ class Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_checkpoints_are_loaded_without_running_code(tmp_path: Path, compose) -> None:
+def test_checkpoints_are_loaded_without_running_code(tmp_path: Path, compose, monkeypatch) -> None:
     from hydra.utils import instantiate
 
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # even where the environment asks torch to unpickle
     marker = tmp_path / "pwned"
     evil = tmp_path / "run" / "checkpoints" / "last.ckpt"
     evil.parent.mkdir(parents=True)
@@ -224,32 +356,89 @@ def test_checkpoints_are_loaded_without_running_code(tmp_path: Path, compose) ->
     assert not marker.exists()  # ...but neither load ran it
 
 
-def test_resume_refuses_missing_and_truncated_checkpoints(tmp_path: Path) -> None:
-    with pytest.raises(ResumeError, match=r"no checkpoint at .*last.ckpt; the run stopped before its first epoch"):
-        checkpoint_path(tmp_path)
+def test_resume_refuses_missing_truncated_and_foreign_checkpoints(tmp_path: Path) -> None:
+    """Each refusal is one line naming what to do instead."""
+    def refusal(resume: Path) -> str:
+        with pytest.raises(ResumeError) as error:
+            checkpoint_path(resume)
+        return str(error.value)
+
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert refusal(tmp_path) == (f"resume={tmp_path}: no checkpoint at {ckpt}; the run stopped before its first "
+                                 "epoch ended; start it afresh without resume=")
+    missing = tmp_path / "epoch=3.ckpt"
+    assert refusal(missing) == f"resume={missing}: no checkpoint at {missing}; pass a run directory or a .ckpt file"
+    weights = tmp_path / "weights.ckpt"
+    torch.save({"w": torch.zeros(2)}, weights)  # a state dict, not a training run's checkpoint
+    assert refusal(weights) == (f"resume={weights}: {weights} holds no training-loop state, so it is not a Lightning "
+                                "checkpoint this project wrote; pass <run_dir>/checkpoints/last.ckpt")
     ckpt.parent.mkdir()
     torch.save({"state_dict": {"w": torch.zeros(1000)}, "loops": {}}, ckpt)
     ckpt.write_bytes(ckpt.read_bytes()[:2000])
-    with pytest.raises(ResumeError, match=r"cannot load .*; resume from another checkpoint in"):
-        checkpoint_path(tmp_path)
+    with pytest.raises(Exception) as cause:
+        torch.load(ckpt, weights_only=True)
+    assert refusal(tmp_path) == (f"resume={tmp_path}: cannot load {ckpt} ({type(cause.value).__name__}: "
+                                 f"{first_line(cause.value)}); resume from another checkpoint in {ckpt.parent} or "
+                                 "start afresh")
 
 
 # --------------------------------------------------------------------------- 4. resume
 
 
+def run_with(path: Path, overrides: str) -> Path:
+    """A run directory as train.py leaves it after an epoch: its Hydra overrides and its last checkpoint."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "overrides.yaml").write_text(overrides)
+    (path / "checkpoints").mkdir()
+    torch.save({"state_dict": {}, "loops": {}}, path / "checkpoints" / "last.ckpt")
+    return path
+
+
 def test_resume_argv_reuses_the_runs_overrides_and_directory(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text("- data=synthetic\n- trainer.max_epochs=3\n- resume=old\n")
-    (run_dir / "checkpoints").mkdir()
-    torch.save({"state_dict": {}, "loops": {}}, run_dir / "checkpoints" / "last.ckpt")
-    argv = resume_argv(["-cn", "train", f"resume={run_dir}", "trainer.max_epochs=5"])
-    assert argv == ["-cn", "train", "data=synthetic", "trainer.max_epochs=5", f"resume={run_dir}",
+    run_dir = run_with(tmp_path / "run", "- data=synthetic\n- trainer.max_epochs=3\n- resume=old\n")
+    argv = resume_argv(["-cn", "train", "--config-dir=conf", f"resume={run_dir}", "trainer.max_epochs=5"])
+    assert argv == ["-cn", "train", "--config-dir=conf", "data=synthetic", "trainer.max_epochs=5", f"resume={run_dir}",
                     f"hydra.run.dir='{run_dir}'"]
-    assert resume_argv(["trainer.max_epochs=5"]) == ["trainer.max_epochs=5"]
-    with pytest.raises(ResumeError, match="drop -m"):
-        resume_argv(["-m", f"resume={run_dir}"])
+    for unchanged in (["trainer.max_epochs=5"], ["resume=", "trainer.max_epochs=5"], ["resume=null"]):
+        assert resume_argv(unchanged) == unchanged
+    for multirun in ("-m", "--multirun"):
+        with pytest.raises(ResumeError) as error:
+            resume_argv([multirun, f"resume={run_dir}"])
+        assert str(error.value) == f"resume={run_dir}: resume continues one run; drop -m/--multirun"
+
+
+def test_resume_argv_replaces_the_runs_overrides_key_by_key(tmp_path: Path) -> None:
+    """A key with a package is its own key; the old resume= goes, wherever it was; a directory given is kept."""
+    run_dir = run_with(tmp_path / "run", "- resume=old\n- model@teacher=strided\n- data=synthetic\n")
+    assert resume_argv([f"resume={run_dir}", "model=dilated", "hydra.run.dir=copy"]) == [
+        "model@teacher=strided", "data=synthetic", f"resume={run_dir}", "model=dilated", "hydra.run.dir=copy"]
+
+
+def test_resume_argv_quotes_the_run_directory_for_hydra(tmp_path: Path) -> None:
+    """Reached through a link, the run's real directory has characters that mean something in an override."""
+    real = run_with(tmp_path / "lr=0.1" / "it's, done\\", "- data=synthetic\n")
+    link = tmp_path / "latest"
+    link.symlink_to(real)
+    argv = resume_argv([f"resume={link}"])
+    assert argv[:-1] == ["data=synthetic", f"resume={link}"]
+    [override] = OverridesParser.create().parse_overrides(argv[-1:])
+    assert (override.key_or_group, override.value()) == ("hydra.run.dir", str(real.resolve()))
+
+
+def test_resume_argv_leaves_a_checkpoint_from_outside_a_run_to_a_new_run(tmp_path: Path, monkeypatch) -> None:
+    """A .ckpt that is not <run>/checkpoints/*.ckpt of a run with its overrides: the command line as given (a new
+    run directory, the config as composed). One saved on a GPU this machine lacks is read onto the CPU."""
+    with monkeypatch.context() as saving_on_a_gpu:
+        saving_on_a_gpu.setattr(torch.serialization, "location_tag", lambda storage: "cuda:63")
+        torch.save({"state_dict": {"w": torch.ones(2)}, "loops": {}}, tmp_path / "gpu.ckpt")
+    loose = run_with(tmp_path / "loose", "").joinpath("checkpoints", "last.ckpt")
+    (tmp_path / "loose" / ".hydra" / "overrides.yaml").unlink()  # checkpoints/ without a run's overrides
+    exported = run_with(tmp_path / "run", "- data=synthetic\n") / "exported" / "last.ckpt"  # not in checkpoints/
+    exported.parent.mkdir()
+    exported.write_bytes(loose.read_bytes())
+    for ckpt in (tmp_path / "gpu.ckpt", loose, exported):
+        argv = [f"resume={ckpt}", "trainer.max_epochs=5"]
+        assert resume_argv(argv) == argv
 
 
 def draw_from_every_generator(transform) -> list[float]:
@@ -420,11 +609,13 @@ def test_the_loss_is_read_every_n_steps_and_on_the_epochs_last_batch() -> None:
     """The check waits for the GPU, so it skips the steps in between; NaN weights stay NaN until the next one."""
     module = ClassifierModule(nn.Linear(2, 2), optimizer=torch.optim.SGD, finite_check_every_n_steps=4)
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
-    module._trainer = SimpleNamespace(is_last_batch=False, optimizers=[optimizer], global_step=5, current_epoch=0)
+    module._trainer = SimpleNamespace(is_last_batch=False, optimizers=[optimizer], global_step=5, current_epoch=2)
     nan = torch.tensor(float("nan"))
     module.check_finite(nan, batch_idx=5)  # not a check step: no host sync, no error
-    with pytest.raises(DivergenceError, match="at step 5"):
+    with pytest.raises(DivergenceError) as error:
         module.check_finite(nan, batch_idx=8)
+    assert str(error.value) == ("non-finite loss (nan) at step 5 (epoch 2, learning rate 0.1): lower "
+                                "module.optimizer.lr or set trainer.gradient_clip_val")
     module._trainer.is_last_batch = True
     with pytest.raises(DivergenceError):
         module.check_finite(nan, batch_idx=5)
