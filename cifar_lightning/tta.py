@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -31,13 +32,14 @@ def views(x: Tensor, flip: bool = False, shifts: Shifts = ()) -> list[Tensor]:
 
 
 def predict_logits(net: nn.Module, x: Tensor, flip: bool = False, shifts: Shifts = ()) -> Tensor:
-    """Logits for evaluation: the mean over :func:`views` (just ``net(x)`` without TTA)."""
+    """Logits for evaluation: the mean over :func:`views` (just ``net(x)`` without TTA). All views go
+    through the network as one batch: one pass, so an exported program holds one copy of the graph."""
     batch = views(x, flip, shifts)
-    return sum(net(v) for v in batch) / len(batch)
+    return net(torch.cat(batch)).unflatten(0, (len(batch), -1)).mean(0)
 
 
 class TestTimeAveraged(nn.Module):
-    """``net`` with :func:`predict_logits`'s averaging built in, for export: same parameters, more passes."""
+    """``net`` with :func:`predict_logits`'s averaging built in, for export: same parameters, a larger batch."""
 
     def __init__(self, net: nn.Module, flip: bool = False, shifts: Shifts = ()) -> None:
         super().__init__()

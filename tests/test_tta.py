@@ -63,6 +63,21 @@ def test_exported_tta_program_is_the_mean_over_the_views_with_the_nets_parameter
     assert sum(p.numel() for p in program.parameters()) == sum(p.numel() for p in net.parameters())
 
 
+def test_a_tta_program_holds_one_copy_of_the_network(tmp_path: Path) -> None:
+    """The views go through the network as one batch: ten views add no convolutions to the graph, so the
+    file stays the size of the plain program (a pass per view stored ten copies: 1.4 MiB for `strided`)."""
+    net = instantiate(compose_hydra(["model=strided", "data=synthetic"]).model).eval()
+
+    def convolutions(path: Path) -> int:
+        graph = torch.export.load(str(path)).graph
+        return sum(node.target == torch.ops.aten.conv2d.default for node in graph.nodes)
+
+    plain = export_model(net, tmp_path / "plain.pt2")
+    tta = export_model(net, tmp_path / "tta.pt2", tta_flip=True, tta_shifts=[[1, 0], [-1, 0], [0, 1], [0, -1]])
+    assert convolutions(tta) == convolutions(plain) > 0
+    assert tta.stat().st_size < 1.2 * plain.stat().st_size
+
+
 def test_tta_settings_come_from_the_config_except_for_a_program_that_has_them_built_in(tmp_path: Path) -> None:
     net = instantiate(compose_hydra(["model=strided", "data=synthetic"]).model).eval()
     cfg = OmegaConf.create({"module": {"tta_flip": True, "tta_shifts": [[1, 0]]}})
