@@ -1,8 +1,13 @@
 """The device-resident data path (data=cifar10_gpu), checked on the CPU."""
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 import torch
+from lightning import LightningModule, Trainer
 
-from cifar_lightning.data.gpu_loader import DeviceBatches, crop_flip, reflect_pad
+from cifar_lightning.data.datamodule import CIFAR10DataModule
+from cifar_lightning.data.gpu_loader import DeviceBatches, GPUCIFAR10DataModule, crop_flip, reflect_pad
 from cifar_lightning.data.sources import SyntheticSource
 
 
@@ -94,3 +99,112 @@ def test_ddp_ranks_train_and_evaluate_on_disjoint_shares():
     evaluated = [torch.cat([y for _, y in DeviceBatches(images, labels, 4, False, rank=r, world_size=2)])
                  for r in (0, 1)]
     assert sorted(torch.cat(evaluated).tolist()) == list(range(11))  # every test image exactly once
+
+
+class _BatchRecorder(LightningModule):
+    """Trains nothing (LR 0); records each training batch's labels and pixels: what an epoch served."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: dict[int, list[tuple[list[int], int]]] = {}
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        images, labels = batch
+        self.seen.setdefault(self.current_epoch, []).append((labels.tolist(), int(images.long().sum())))
+        return self.weight * images.float().mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def _fit(root: Path, epochs: int, ckpt_path: Path | None = None) -> tuple[_BatchRecorder, Trainer]:
+    data = GPUCIFAR10DataModule(SyntheticSource(num_train=24, num_test=4), padding=2, flip=True, batch_size=4,
+                                eval_batch_size=4, val_size=0, split_seed=0, seed=7)
+    module = _BatchRecorder()
+    trainer = Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, enable_checkpointing=False, default_root_dir=root)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    return module, trainer
+
+
+def test_a_resumed_run_serves_the_epochs_an_uninterrupted_run_serves(tmp_path: Path):
+    """Lightning tells the batches the epoch (``set_epoch``, restored from the checkpoint): after a resume
+    at epoch 2 the shuffle and crops are those of epoch 2, not those of a fresh epoch 0."""
+    whole, _ = _fit(tmp_path, epochs=4)
+    _, stopped = _fit(tmp_path, epochs=2)
+    stopped.save_checkpoint(tmp_path / "epoch2.ckpt")
+    resumed, _ = _fit(tmp_path, epochs=4, ckpt_path=tmp_path / "epoch2.ckpt")
+    assert sorted(resumed.seen) == [2, 3]
+    assert resumed.seen[2] == whole.seen[2] and resumed.seen[3] == whole.seen[3]
+    assert whole.seen[2] != whole.seen[0] and whole.seen[3] != whole.seen[2]  # each epoch its own order
+
+
+def test_by_default_training_crops_are_every_window_of_a_4_pixel_pad_and_its_mirror():
+    """The defaults of ``DeviceBatches`` are the data module's (``conf/data/cifar10_gpu.yaml``): pad 4, flip."""
+    n, image = 2000, _images(1, size=8)
+    padded = reflect_pad(image, 4)[0]
+    windows = [padded[dy:dy + 8, dx:dx + 8] for dy in range(9) for dx in range(9)]
+    windows = {tuple(w.flatten().tolist()) for w in windows + [w.flip(1) for w in windows]}  # some coincide
+    crops = next(iter(DeviceBatches(image.expand(n, -1, -1, -1), torch.arange(n), n, train=True)))[0]
+    assert {tuple(crop.flatten().tolist()) for crop in crops} == windows  # each one, and only those
+    seeded = DeviceBatches(image.expand(n, -1, -1, -1), torch.arange(n), n, train=True, seed=0)
+    assert torch.equal(next(iter(seeded))[0], crops)
+
+
+def test_set_epoch_serves_that_epochs_order_and_crops():
+    images, labels = _images(12), torch.arange(12)
+    fresh = DeviceBatches(images, labels, 4, True, padding=2, seed=3)
+    epochs = [[(x, y) for x, y in fresh] for _ in range(3)]
+    told = DeviceBatches(images, labels, 4, True, padding=2, seed=3)
+    told.set_epoch(2)
+    assert told.sampler is told  # where Lightning looks for set_epoch
+    for (x, y), (u, v) in zip(told, epochs[2], strict=True):
+        assert torch.equal(x, u) and torch.equal(y, v)
+    assert not torch.equal(torch.cat([y for _, y in epochs[1]]), torch.cat([y for _, y in epochs[2]]))
+
+
+def _gpu_data(source: SyntheticSource, **settings) -> GPUCIFAR10DataModule:
+    defaults = dict(padding=0, flip=False, batch_size=4, eval_batch_size=3, val_size=6, split_seed=5, seed=2)
+    return GPUCIFAR10DataModule(source, **{**defaults, **settings})
+
+
+def test_the_data_module_serves_the_cpu_modules_split_and_the_whole_test_set():
+    """The same train/val split as ``data=cifar10`` (``split_seed``), the test set in order, each loader at
+    its own batch size, and the training batches of ``DeviceBatches`` with the module's padding, flip, seed."""
+    source = SyntheticSource(num_train=30, num_test=7)
+    cpu = CIFAR10DataModule(source, val_size=6, split_seed=5, num_workers=0)
+    cpu.setup()
+    for padding, flip in [(0, False), (2, True)]:
+        gpu = _gpu_data(source, padding=padding, flip=flip)
+        gpu.setup()
+        assert gpu._device() == torch.device("cpu")  # no trainer yet
+        val = list(gpu.val_dataloader())
+        assert [len(y) for _, y in val] == [3, 3]
+        assert torch.equal(torch.cat([x for x, _ in val]), torch.from_numpy(cpu.val_set.images))
+        assert torch.equal(torch.cat([y for _, y in val]), torch.from_numpy(cpu.val_set.labels))
+        test = list(gpu.test_dataloader())
+        assert [len(y) for _, y in test] == [3, 3, 1]
+        assert torch.equal(torch.cat([x for x, _ in test]), torch.from_numpy(source.load().test_images))
+        train = torch.from_numpy(cpu.train_set.images), torch.from_numpy(cpu.train_set.labels)
+        want = DeviceBatches(*train, 4, True, padding=padding, flip=flip, seed=2)
+        got = list(gpu.train_dataloader())
+        assert len(got) == 6
+        for (x, y), (u, v) in zip(got, want, strict=True):
+            assert torch.equal(x, u) and torch.equal(y, v)
+    all_train = _gpu_data(source, val_size=0)
+    all_train.setup()
+    assert all_train.val_dataloader() == [] and len(all_train.train_dataloader()) == 30 // 4
+
+
+def test_under_ddp_each_rank_gets_its_share_on_the_trainers_device():
+    source = SyntheticSource(num_train=30, num_test=7)
+    whole, share = _gpu_data(source), _gpu_data(source)
+    share.trainer = SimpleNamespace(global_rank=1, world_size=2,
+                                    strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    whole.setup()
+    share.setup()
+    for name in ("val_batches", "test_batches"):
+        assert torch.equal(getattr(share, name).labels, getattr(whole, name).labels[1::2])
+    assert (share.train_batches.rank, share.train_batches.world_size) == (1, 2)
+    assert len(share.train_dataloader()) == 24 // 2 // 4

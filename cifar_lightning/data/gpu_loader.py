@@ -59,6 +59,16 @@ class DeviceBatches:
         self.generator = torch.Generator(device=images.device)
         self.seed, self.epoch = seed, 0
 
+    @property
+    def sampler(self) -> DeviceBatches:
+        """Where Lightning looks for ``set_epoch`` (as on a DataLoader's DistributedSampler)."""
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at each epoch's start with the epoch's number, restored on resume: a resumed
+        run goes on with the order and crops of the epoch it resumes at, not those of epoch 0."""
+        self.epoch = epoch
+
     def __len__(self) -> int:
         n = len(self.labels)
         return n // self.world_size // self.batch_size if self.train else -(-n // self.batch_size)
@@ -80,8 +90,9 @@ class DeviceBatches:
 class GPUCIFAR10DataModule(CIFAR10DataModule):
     """CIFAR-10 held on the trainer's device; random crop + flip on the device instead of Albumentations."""
 
-    def __init__(self, source, padding: int = 4, flip: bool = True, batch_size: int = 512,
-                 eval_batch_size: int = 2000, val_size: int = 5000, split_seed: int = 0, seed: int = 0) -> None:
+    def __init__(self, source, *, padding: int, flip: bool, batch_size: int, eval_batch_size: int, val_size: int,
+                 split_seed: int, seed: int) -> None:
+        """Every setting comes from ``conf/data/cifar10_gpu.yaml`` (no second set of defaults here)."""
         super().__init__(source, batch_size=batch_size, eval_batch_size=eval_batch_size, val_size=val_size,
                          split_seed=split_seed, num_workers=0)
         self.padding, self.flip, self.seed = padding, flip, seed
