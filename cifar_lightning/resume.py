@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import OmegaConf
 
 from cifar_lightning.errors import ResumeError, first_line
@@ -53,8 +54,12 @@ def run_dir_of(ckpt: Path) -> Path | None:
     return run_dir if ckpt.parent.name == LAST.parent.name and (run_dir / OVERRIDES).is_file() else None
 
 
+def _parse(override: str) -> Override:
+    return OverridesParser.create().parse_overrides([override])[0]
+
+
 def _key(override: str) -> str:
-    parsed = OverridesParser.create().parse_overrides([override])[0]
+    parsed = _parse(override)
     return parsed.key_or_group + (f"@{parsed.package}" if parsed.package else "")
 
 
@@ -69,9 +74,11 @@ def resume_argv(argv: list[str]) -> list[str]:
     ``hydra.run.dir`` points at the run. A checkpoint from outside a run directory is resumed in a
     new run directory with the config as given. Any other command line is returned unchanged.
     """
-    value = next((a.split("=", 1)[1] for a in argv if a.startswith("resume=")), None)
-    if value in (None, "", "null"):
+    # parsed as Hydra parses it: a quoted path may hold "=" and "," (resume='outputs/lr=0.1,bs=256')
+    value = next((_parse(a).value() for a in argv if a.startswith("resume=")), None)
+    if value in (None, ""):
         return argv
+    value = str(value)
     run_dir = run_dir_of(checkpoint_path(value).resolve())
     if run_dir is None:
         return argv

@@ -395,15 +395,16 @@ def run_with(path: Path, overrides: str) -> Path:
 
 
 def test_resume_argv_reuses_the_runs_overrides_and_directory(tmp_path: Path) -> None:
-    run_dir = run_with(tmp_path / "run", "- data=synthetic\n- trainer.max_epochs=3\n- resume=old\n")
-    argv = resume_argv(["-cn", "train", "--config-dir=conf", f"resume={run_dir}", "trainer.max_epochs=5"])
-    assert argv == ["-cn", "train", "--config-dir=conf", "data=synthetic", "trainer.max_epochs=5", f"resume={run_dir}",
-                    f"hydra.run.dir='{run_dir}'"]
+    """The directory is named as Hydra's override_dirname names sweep jobs, so the user quotes it for Hydra."""
+    run_dir = run_with(tmp_path / "model=strided,aug=cutout", "- data=synthetic\n- trainer.max_epochs=3\n- resume=old\n")
+    argv = resume_argv(["-cn", "train", "--config-dir=conf", f"resume='{run_dir}'", "trainer.max_epochs=5"])
+    assert argv == ["-cn", "train", "--config-dir=conf", "data=synthetic", "trainer.max_epochs=5",
+                    f"resume='{run_dir}'", f"hydra.run.dir='{run_dir}'"]
     for unchanged in (["trainer.max_epochs=5"], ["resume=", "trainer.max_epochs=5"], ["resume=null"]):
         assert resume_argv(unchanged) == unchanged
     for multirun in ("-m", "--multirun"):
         with pytest.raises(ResumeError) as error:
-            resume_argv([multirun, f"resume={run_dir}"])
+            resume_argv([multirun, f"resume='{run_dir}'"])
         assert str(error.value) == f"resume={run_dir}: resume continues one run; drop -m/--multirun"
 
 
