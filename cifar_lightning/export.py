@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from cifar_lightning.io import atomic_path
-from cifar_lightning.tta import Shifts, TestTimeAveraged
+from cifar_lightning.tta import Shifts, TestTimeAveraged, view_count
+
+MAX_IMAGES = 65536  # the most images one pass of an exported network takes (its dynamic batch range)
 
 
 def export_model(net: nn.Module, path: str | Path, image_size: int = 32, tta_flip: bool = False,
@@ -21,9 +23,11 @@ def export_model(net: nn.Module, path: str | Path, image_size: int = 32, tta_fli
     test-time augmentation (``tta_flip``, ``tta_shifts``) built in, so the program scores what the run's
     test scored."""
     model = copy.deepcopy(net).float().cpu().eval().to(memory_format=torch.contiguous_format)
-    model = TestTimeAveraged(model, tta_flip, tta_shifts) if tta_flip or tta_shifts else model
+    views = view_count(tta_flip, tta_shifts)
+    model = TestTimeAveraged(model, tta_flip, tta_shifts) if views > 1 else model
     example = torch.rand(2, 3, image_size, image_size)
-    batch = torch.export.Dim("batch", min=1, max=65536)
+    # the views of a batch pass the network as one batch: a program with V views takes MAX_IMAGES // V images
+    batch = torch.export.Dim("batch", min=1, max=MAX_IMAGES // views)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     with atomic_path(path) as tmp:
         torch.export.save(program, str(tmp))

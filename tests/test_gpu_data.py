@@ -129,8 +129,8 @@ def _fit(root: Path, epochs: int, ckpt_path: Path | None = None) -> tuple[_Batch
 
 
 def test_a_resumed_run_serves_the_epochs_an_uninterrupted_run_serves(tmp_path: Path):
-    """Lightning tells the batches the epoch (``set_epoch``, restored from the checkpoint): after a resume
-    at epoch 2 the shuffle and crops are those of epoch 2, not those of a fresh epoch 0."""
+    """The data module keeps the batches' epoch in the checkpoint: after a resume at epoch 2 the shuffle and
+    crops are those of epoch 2, not those of a fresh epoch 0."""
     whole, _ = _fit(tmp_path, epochs=4)
     _, stopped = _fit(tmp_path, epochs=2)
     stopped.save_checkpoint(tmp_path / "epoch2.ckpt")
@@ -152,13 +152,12 @@ def test_by_default_training_crops_are_every_window_of_a_4_pixel_pad_and_its_mir
     assert torch.equal(next(iter(seeded))[0], crops)
 
 
-def test_set_epoch_serves_that_epochs_order_and_crops():
+def test_batches_told_their_epoch_serve_that_epochs_order_and_crops():
     images, labels = _images(12), torch.arange(12)
     fresh = DeviceBatches(images, labels, 4, True, padding=2, seed=3)
     epochs = [[(x, y) for x, y in fresh] for _ in range(3)]
     told = DeviceBatches(images, labels, 4, True, padding=2, seed=3)
-    told.set_epoch(2)
-    assert told.sampler is told  # where Lightning looks for set_epoch
+    told.epoch = 2  # as a resumed run's data module sets it from the checkpoint
     for (x, y), (u, v) in zip(told, epochs[2], strict=True):
         assert torch.equal(x, u) and torch.equal(y, v)
     assert not torch.equal(torch.cat([y for _, y in epochs[1]]), torch.cat([y for _, y in epochs[2]]))

@@ -59,16 +59,6 @@ class DeviceBatches:
         self.generator = torch.Generator(device=images.device)
         self.seed, self.epoch = seed, 0
 
-    @property
-    def sampler(self) -> DeviceBatches:
-        """Where Lightning looks for ``set_epoch`` (as on a DataLoader's DistributedSampler)."""
-        return self
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at each epoch's start with the epoch's number, restored on resume: a resumed
-        run goes on with the order and crops of the epoch it resumes at, not those of epoch 0."""
-        self.epoch = epoch
-
     def __len__(self) -> int:
         n = len(self.labels)
         return n // self.world_size // self.batch_size if self.train else -(-n // self.batch_size)
@@ -115,6 +105,14 @@ class GPUCIFAR10DataModule(CIFAR10DataModule):
                                          self.eval_batch_size, False, **shard)
         self.test_batches = DeviceBatches(*to_device(a.test_images, a.test_labels), self.eval_batch_size, False,
                                           **shard)
+
+    def state_dict(self) -> dict[str, int]:
+        """Kept in each checkpoint: the epoch the training batches serve next, so a resumed run goes on
+        with the order and crops of the epoch it resumes at, not those of epoch 0."""
+        return {"train_epoch": self.train_batches.epoch}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.train_batches.epoch = state_dict["train_epoch"]
 
     def train_dataloader(self) -> DeviceBatches:
         return self.train_batches
