@@ -31,7 +31,7 @@ def views(x: Tensor, flip: bool = False, shifts: Shifts = ()) -> list[Tensor]:
     return out + [v.flip(3) for v in out] if flip else out
 
 
-def view_count(flip: bool = False, shifts: Shifts = ()) -> int:
+def view_count(flip: bool, shifts: Shifts) -> int:
     """How many views :func:`views` makes: the network's passes per image."""
     return (1 + len(shifts)) * (2 if flip else 1)
 
