@@ -14,7 +14,7 @@ from torch import nn
 from cifar_lightning.io import atomic_path
 from cifar_lightning.tta import Shifts, TestTimeAveraged, view_count
 
-MAX_IMAGES = 65536  # the most images one pass of an exported network takes (its dynamic batch range)
+MAX_IMAGES = 2**20  # the most images one pass of an exported network takes (its dynamic batch range)
 
 
 def export_model(net: nn.Module, path: str | Path, image_size: int = 32, tta_flip: bool = False,

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.errors import OverrideParseException
 from omegaconf import OmegaConf
 
 from cifar_lightning.errors import ResumeError, first_line
@@ -67,6 +68,23 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _resume_value(override: str | None) -> str | None:
+    """The path of a ``resume=`` override, parsed as Hydra parses it (a quoted path may hold ``=`` and ``,``:
+    ``resume='outputs/lr=0.1,bs=256'``); None for no resume (absent, ``resume=``, ``resume=null``)."""
+    if override is None:
+        return None
+    fix = "quote the path for Hydra: \"resume='<run_dir>'\""
+    try:
+        value = _parse(override).value()
+    except OverrideParseException as e:
+        raise ResumeError(f"{override}: Hydra cannot read this value ({first_line(e)}); {fix}") from e
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ResumeError(f"{override}: Hydra reads this as a {type(value).__name__}, not one path; {fix}")
+    return value
+
+
 def resume_argv(argv: list[str]) -> list[str]:
     """Rewrite a ``resume=<run_dir|ckpt>`` command line to continue that run in its own directory.
 
@@ -74,11 +92,9 @@ def resume_argv(argv: list[str]) -> list[str]:
     ``hydra.run.dir`` points at the run. A checkpoint from outside a run directory is resumed in a
     new run directory with the config as given. Any other command line is returned unchanged.
     """
-    # parsed as Hydra parses it: a quoted path may hold "=" and "," (resume='outputs/lr=0.1,bs=256')
-    value = next((_parse(a).value() for a in argv if a.startswith("resume=")), None)
-    if value in (None, ""):
+    value = _resume_value(next((a for a in argv if a.startswith("resume=")), None))
+    if value is None:
         return argv
-    value = str(value)
     run_dir = run_dir_of(checkpoint_path(value).resolve())
     if run_dir is None:
         return argv

@@ -32,13 +32,16 @@ def views(x: Tensor, flip: bool = False, shifts: Shifts = ()) -> list[Tensor]:
 
 
 def view_count(flip: bool, shifts: Shifts) -> int:
-    """How many views :func:`views` makes: the network's passes per image."""
+    """How many views :func:`views` makes of each image."""
     return (1 + len(shifts)) * (2 if flip else 1)
 
 
 def predict_logits(net: nn.Module, x: Tensor, flip: bool = False, shifts: Shifts = ()) -> Tensor:
     """Logits for evaluation: the mean over :func:`views` (just ``net(x)`` without TTA). All views go
-    through the network as one batch: one pass, so an exported program holds one copy of the graph."""
+    through the network as one batch: one pass, so an exported program holds one copy of the graph. Memory
+    grows with the views (10 views of an evaluation batch of 2,000 is a pass of 20,000 images): lower
+    ``data.eval_batch_size`` if it runs out. In eval mode only: in train mode the views would share the
+    BatchNorm batch statistics."""
     batch = views(x, flip, shifts)
     return net(torch.cat(batch)).unflatten(0, (len(batch), -1)).mean(0)
 

@@ -141,7 +141,7 @@ def test_a_resumed_run_serves_the_epochs_an_uninterrupted_run_serves(tmp_path: P
 
 
 def test_by_default_training_crops_are_every_window_of_a_4_pixel_pad_and_its_mirror():
-    """The defaults of ``DeviceBatches`` are the data module's (``conf/data/cifar10_gpu.yaml``): pad 4, flip."""
+    """``DeviceBatches``'s defaults, pad 4 and flip, are the values ``conf/data/cifar10_gpu.yaml`` sets."""
     n, image = 2000, _images(1, size=8)
     padded = reflect_pad(image, 4)[0]
     windows = [padded[dy:dy + 8, dx:dx + 8] for dy in range(9) for dx in range(9)]

@@ -408,6 +408,16 @@ def test_resume_argv_reuses_the_runs_overrides_and_directory(tmp_path: Path) -> 
         assert str(error.value) == f"resume={run_dir}: resume continues one run; drop -m/--multirun"
 
 
+@pytest.mark.parametrize(("value", "read_as"), [("a,b", "Hydra reads this as a ChoiceSweep"),
+                                               ("1e5", "Hydra reads this as a float"),
+                                               ("runs/lr=0.1", "Hydra cannot read this value")])
+def test_resume_argv_asks_to_quote_a_value_hydra_does_not_read_as_one_path(value: str, read_as: str) -> None:
+    with pytest.raises(ResumeError) as error:
+        resume_argv([f"resume={value}"])
+    assert str(error.value).startswith(f"resume={value}: {read_as}")
+    assert str(error.value).endswith("; quote the path for Hydra: \"resume='<run_dir>'\"")
+
+
 def test_resume_argv_replaces_the_runs_overrides_key_by_key(tmp_path: Path) -> None:
     """A key with a package is its own key; the old resume= goes, wherever it was; a directory given is kept."""
     run_dir = run_with(tmp_path / "run", "- resume=old\n- model@teacher=strided\n- data=synthetic\n")

@@ -48,7 +48,7 @@ def test_without_tta_settings_the_prediction_is_the_plain_network() -> None:
 
 def test_exported_tta_program_is_the_mean_over_the_views_with_the_nets_parameters(tmp_path: Path) -> None:
     """A flip + shift program returns the mean logits of its views (so it cannot tell an image from its
-    mirror) and has the network's parameters only: TTA costs passes, not parameters."""
+    mirror) and has the network's parameters only: TTA costs compute, not parameters."""
     torch.manual_seed(0)
     net = instantiate(compose_hydra(["model=strided", "data=synthetic"]).model).eval()
     shifts = [[1, 1], [-1, -1]]
