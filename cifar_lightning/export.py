@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from cifar_lightning.io import atomic_path
-from cifar_lightning.tta import Shifts, TestTimeAveraged, view_count
+from cifar_lightning.tta import Shifts, TestTimeAveraged
+from cifar_lightning.tta import views as tta_views
 
 MAX_IMAGES = 2**20  # the most images one pass of an exported network takes (its dynamic batch range)
 
@@ -23,9 +24,9 @@ def export_model(net: nn.Module, path: str | Path, image_size: int = 32, tta_fli
     test-time augmentation (``tta_flip``, ``tta_shifts``) built in, so the program scores what the run's
     test scored."""
     model = copy.deepcopy(net).float().cpu().eval().to(memory_format=torch.contiguous_format)
-    views = view_count(tta_flip, tta_shifts)
-    model = TestTimeAveraged(model, tta_flip, tta_shifts) if views > 1 else model
     example = torch.rand(2, 3, image_size, image_size)
+    views = len(tta_views(example, tta_flip, tta_shifts))
+    model = TestTimeAveraged(model, tta_flip, tta_shifts) if views > 1 else model
     # the views of a batch pass the network as one batch: a program with V views takes MAX_IMAGES // V images
     batch = torch.export.Dim("batch", min=1, max=MAX_IMAGES // views)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))

@@ -31,11 +31,6 @@ def views(x: Tensor, flip: bool = False, shifts: Shifts = ()) -> list[Tensor]:
     return out + [v.flip(3) for v in out] if flip else out
 
 
-def view_count(flip: bool, shifts: Shifts) -> int:
-    """How many views :func:`views` makes of each image."""
-    return (1 + len(shifts)) * (2 if flip else 1)
-
-
 def predict_logits(net: nn.Module, x: Tensor, flip: bool = False, shifts: Shifts = ()) -> Tensor:
     """Logits for evaluation: the mean over :func:`views` (just ``net(x)`` without TTA). All views go
     through the network as one batch: one pass, so an exported program holds one copy of the graph. Memory

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from cifar_lightning.export import export_model
 from cifar_lightning.runs import tta_settings
-from cifar_lightning.tta import TestTimeAveraged, predict_logits, shift, view_count, views
+from cifar_lightning.tta import TestTimeAveraged, predict_logits, shift, views
 from conftest import compose_hydra
 
 
@@ -32,8 +32,6 @@ def test_views_are_the_image_its_shifts_and_with_flip_their_mirrors() -> None:
     for g, w in zip(got, want + [v.flip(3) for v in want]):
         torch.testing.assert_close(g, w)
     assert views(x) == [x]
-    for flip, shifts in [(False, []), (True, []), (False, [[1, 0]]), (True, [[1, 1], [-1, 0]])]:
-        assert view_count(flip, shifts) == len(views(x, flip, shifts))
 
 
 def test_without_tta_settings_the_prediction_is_the_plain_network() -> None:
