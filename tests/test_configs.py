@@ -162,7 +162,7 @@ def test_experiment_presets_apply_the_study_recipe(overrides: list[str], choices
     assert cfg.hydra.runtime.choices["callbacks"] == "default"
 
 
-def test_best_is_fast_cpu_longer_on_all_images_with_shift_tta() -> None:
+def test_best_composes_to_the_settings_its_shipped_run_used() -> None:
     """weights/best.json names ``+experiment=best``; its run was these overrides of ``fast_cpu``: the two
     must compose to the same config, or the shipped model's one command would train something else."""
     best = compose_hydra(["+experiment=best", "trainer=cpu"])
@@ -176,12 +176,12 @@ def test_best_is_fast_cpu_longer_on_all_images_with_shift_tta() -> None:
 
 def test_fast_cpu_preset_is_the_cpu_layout_on_device_resident_data() -> None:
     """``+experiment=fast_cpu``: model=strided on resident data (crop + flip, no worker processes to share
-    the cores), no batch regularizer, the study's optimizer settings and flip TTA, 70 epochs."""
+    the cores), no batch regularizer, all training images at batch 128, 10-view TTA, 90 epochs."""
     cfg = compose_hydra(["+experiment=fast_cpu"])
     choices = {group: cfg.hydra.runtime.choices[group] for group in ("model", "data", "aug")}
     assert choices == {"model": "strided", "data": "cifar10_gpu", "aug": "none"}
-    assert (cfg.trainer.max_epochs, cfg.module.optimizer.lr, cfg.module.label_smoothing, cfg.module.tta_flip) == \
-        (70, 0.2, 0.1, True)
+    assert (cfg.trainer.max_epochs, cfg.data.batch_size, cfg.data.val_size, cfg.module.optimizer.lr) == (90, 128, 0, 0.05)
+    assert (cfg.module.label_smoothing, cfg.module.tta_flip, len(cfg.module.tta_shifts)) == (0.1, True, 4)
 
 
 @pytest.mark.parametrize(("debug", "expected"), [
