@@ -7,8 +7,8 @@ preset afterwards (never at the same time: they would share the cores) and print
 ``--run-dir`` reads runs that already finished instead (their start is when Hydra wrote
 ``.hydra/config.yaml``, a few seconds after the process started).
 
-    python -m benchmarks.time_to_accuracy +experiment=fast_cpu trainer=cpu data.root=/path/to/cifar10 \\
-        --versus "+experiment=fast_cpu trainer=cpu model=strided_c1wide data.root=/path/to/cifar10"
+    python -m benchmarks.time_to_accuracy +experiment=fast_cpu trainer=cpu data.val_size=5000 data.root=/path/to/cifar10 \\
+        --versus "+experiment=fast_cpu trainer=cpu data.val_size=5000 model=strided_c1wide data.root=/path/to/cifar10"
     python -m benchmarks.time_to_accuracy --run-dir outputs/runs/<a> outputs/runs/<b>
 
 It prints figures; it is not a timed test. Validation accuracy is the run's own (with its test-time
