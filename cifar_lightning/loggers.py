@@ -1,11 +1,14 @@
 """Loggers beside Lightning's own, where its defaults do not fit (see conf/logger/)."""
 from __future__ import annotations
 
+import csv
 import os
 from typing import Any
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
-from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 
@@ -17,6 +20,33 @@ def mlflow_logger(**kwargs: Any) -> MLFlowLogger:
     """
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     return MLFlowLogger(**kwargs)
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV writer that starts from the header of a ``metrics.csv`` already on disk.
+
+    A fresh writer knows no columns, and on its first save rewrote the file under its own keys only,
+    failing on the older rows (``dict contains fields not in fieldnames``). That is every test under
+    ``trainer=ddp``: fit and test run in separately spawned processes, each with a fresh writer.
+    """
+
+    def _record_new_keys(self) -> set[str]:
+        if not self.metrics_keys and self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(csv.DictReader(file).fieldnames or [])
+        return super()._record_new_keys()
+
+
+class CSV(CSVLogger):
+    """Lightning's CSVLogger whose writer keeps the columns of the file it continues (see above)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 class TensorBoard(TensorBoardLogger):

@@ -174,6 +174,20 @@ def test_best_composes_to_the_settings_its_shipped_run_used() -> None:
     assert OmegaConf.to_yaml(best) == OmegaConf.to_yaml(spelled_out)
 
 
+def test_study_cpu_is_the_study_recipe_with_the_cpu_settings_of_its_summary() -> None:
+    """docs/study_summary.md gives ``+experiment=study_cpu`` as the study on CPU: it must stay the study's
+    recipe plus the CPU settings spelled out there, run as two 1-thread jobs at a time."""
+    cell = ["model=dilated", "aug=ricap"]
+    preset = compose_hydra(["+experiment=study_cpu", *cell])
+    spelled_out = compose_hydra(["+experiment=study", *cell, "trainer=cpu", "data=cifar10_gpu", "cpu_threads=1",
+                                 "data.batch_size=128", "module.optimizer.lr=0.05", "trainer.max_epochs=35"])
+    launcher = preset.hydra.launcher
+    assert launcher._target_.endswith("JoblibLauncher") and launcher.n_jobs == 2
+    for cfg in (preset, spelled_out):
+        del cfg.hydra
+    assert OmegaConf.to_yaml(preset) == OmegaConf.to_yaml(spelled_out)
+
+
 def test_fast_cpu_preset_is_the_cpu_layout_on_device_resident_data() -> None:
     """``+experiment=fast_cpu``: model=strided on resident data (crop + flip, no worker processes to share
     the cores), no batch regularizer, all training images at batch 128, 10-view TTA, 90 epochs."""

@@ -118,8 +118,12 @@ def test_ddp_shares_the_device_resident_data_between_ranks(tmp_path: Path) -> No
     # data=cifar10_gpu is no DataLoader, so no DistributedSampler: each rank must take its own half itself.
     overrides = [o for o in TINY if o != "data=synthetic"] + ["data=cifar10_gpu", "data/source=synthetic"]
     result = run_python(["train.py", "trainer=ddp", *overrides, "++trainer.limit_train_batches=1.0",
-                         f"hydra.run.dir={tmp_path}"])
+                         "logger=[tensorboard,csv]", f"hydra.run.dir={tmp_path}"])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert_run_dir(tmp_path)
+    metrics = assert_run_dir(tmp_path)
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as f:  # fit and test ran in two spawned processes
+        rows = list(csv.DictReader(f))
+    assert any(r["train/loss_epoch"] for r in rows)
+    assert [float(r["test/acc"]) for r in rows if r["test/acc"]] == [pytest.approx(metrics["test_acc"])]
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == 1  # 32 training images, 2 ranks x batch 16: one step (two unshared)

@@ -4,6 +4,7 @@
 in test_reliability.py.)"""
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -112,6 +113,21 @@ def test_csv_and_mlflow_loggers_record_the_run(compose_task, monkeypatch, tmp_pa
     test_acc = float((run / "metrics" / "test" / "acc").read_text().split()[1])
     assert test_acc == pytest.approx(metrics["test_acc"])
     assert (run / "params" / "seed").read_text() == str(cfg.seed)
+
+
+def test_csv_logger_continues_a_metrics_file_written_by_another_process(tmp_path: Path) -> None:
+    """Under trainer=ddp, test runs in a new process with a fresh copy of the logger: its rows go under
+    the columns fit wrote, and fit's rows stay."""
+    fit_logger = instantiate({"_target_": "cifar_lightning.loggers.CSV", "save_dir": tmp_path, "version": ""})
+    fit_logger.log_hyperparams({"seed": 1})  # the main process starts the writer, then spawns fit, then test:
+    test_logger = copy.deepcopy(fit_logger)  # each worker gets a copy that knows no columns yet
+    fit_logger.log_metrics({"val/acc": 0.5}, step=9)
+    fit_logger.save()
+    test_logger.log_metrics({"test/acc": 0.6}, step=10)
+    test_logger.save()
+    with open(Path(fit_logger.log_dir) / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["val/acc"], r["test/acc"]) for r in rows] == [("9", "0.5", ""), ("10", "", "0.6")]
 
 
 class RecordedLosses(ClassifierModule):
