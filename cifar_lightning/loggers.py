@@ -25,9 +25,10 @@ def mlflow_logger(**kwargs: Any) -> MLFlowLogger:
 class _ContinuingWriter(ExperimentWriter):
     """Lightning's CSV writer that starts from the header of a ``metrics.csv`` already on disk.
 
-    A fresh writer knows no columns, and on its first save rewrote the file under its own keys only,
-    failing on the older rows (``dict contains fields not in fieldnames``). That is every test under
-    ``trainer=ddp``: fit and test run in separately spawned processes, each with a fresh writer.
+    Under ``trainer=ddp`` (spawn), fit and test each run in a new process with a pickled copy of the
+    writer the main process created (``train()``'s ``log_hyperparams``). The copy knows no columns:
+    Lightning's writer would rewrite the file under the test's keys only and fail on fit's rows
+    (``dict contains fields not in fieldnames``).
     """
 
     def _record_new_keys(self) -> set[str]:
