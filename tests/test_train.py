@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cifar_lightning import training
 from cifar_lightning.export import load_exported
+from cifar_lightning.loggers import CSV
 from cifar_lightning.module import ClassifierModule
 from conftest import TINY, assert_run_dir, compose_hydra, options, run_python
 
@@ -118,7 +119,7 @@ def test_csv_and_mlflow_loggers_record_the_run(compose_task, monkeypatch, tmp_pa
 def test_csv_logger_continues_a_metrics_file_written_by_another_process(tmp_path: Path) -> None:
     """Under trainer=ddp, test runs in a new process with a fresh copy of the logger: its rows go under
     the columns fit wrote, and fit's rows stay."""
-    fit_logger = instantiate({"_target_": "cifar_lightning.loggers.CSV", "save_dir": tmp_path, "version": ""})
+    fit_logger = CSV(save_dir=tmp_path, version="")
     fit_logger.log_hyperparams({"seed": 1})  # the main process starts the writer, then spawns fit, then test:
     test_logger = copy.deepcopy(fit_logger)  # each worker gets a copy that knows no columns yet
     fit_logger.log_metrics({"val/acc": 0.5}, step=9)
